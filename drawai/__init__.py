@@ -1,0 +1,1 @@
+"""The ``drawai`` command line: worker, api, up (the embedded stack) and demo."""

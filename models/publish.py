@@ -1,0 +1,72 @@
+"""Turn a finished training run into a model version: ONNX export, parity check, manifest, samples."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+from models.export import OPSET, check_parity, export_generator, sha256_file
+from models.schemas import DatasetInfo, ModelManifest, TrainSpec
+from models.store import Store, atomic_write_json
+from models.training import TrainResult
+
+log = logging.getLogger(__name__)
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for name in ("drawai", "torch", "onnx", "onnxruntime", "numpy"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def publish(
+    store: Store, result: TrainResult, spec: TrainSpec, dataset: DatasetInfo, job_id: str, workdir: Path
+) -> tuple[str, bool]:
+    """Write the model version; activate it when none is active or ``spec.activate``. Returns (version, active)."""
+    with store.staging("model") as staged:
+        onnx_path = staged / "generator.onnx"
+        export_generator(result.generator, spec.latent_dim, onnx_path)
+        diff = check_parity(result.generator, spec.latent_dim, onnx_path, batch=8, seed=spec.seed)
+        samples = sorted((workdir / "samples").glob("epoch_*.png"))
+        if samples:
+            shutil.copyfile(samples[-1], staged / "samples.png")
+        manifest = ModelManifest(
+            version="pending",  # publish_model assigns v<N>
+            architecture=spec.architecture,
+            image_size=spec.image_size,
+            latent_dim=spec.latent_dim,
+            conditional=spec.conditional,
+            classes=dataset.classes,
+            dataset=dataset.id,
+            dataset_sha256=dataset.sha256,
+            job_id=job_id,
+            spec=spec.model_dump(),
+            epochs=result.epoch,
+            steps=result.step,
+            final_losses={
+                "d_loss": result.d_losses[-1] if result.d_losses else None,
+                "g_loss": result.g_losses[-1] if result.g_losses else None,
+            },
+            onnx_sha256=sha256_file(onnx_path),
+            onnx_parity_max_abs_diff=diff,
+            onnx_opset=OPSET,
+            onnx_inputs=["z"],
+            library_versions=library_versions(),
+            created=datetime.now(UTC).isoformat(),
+            trained_on=result.device,
+            loss_history={"d_loss": result.d_losses, "g_loss": result.g_losses},
+        )
+        atomic_write_json(staged / "model.json", manifest.model_dump())
+        version = store.publish_model(staged)
+    activate = spec.activate or store.active_version() is None
+    if activate:
+        store.set_active(version)
+    log.info("published model version=%s job=%s parity=%.2g active=%s", version, job_id, diff, activate)
+    return version, activate

@@ -1,0 +1,114 @@
+"""Contracts shared by the API and the worker: the training spec, job progress, manifests.
+
+Torch-free: the API imports this module.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Architecture = Literal["dcgan-seed", "dcgan"]
+JobStatus = Literal["queued", "started", "finished", "failed", "canceled"]
+
+# Image sizes each architecture can produce.
+SUPPORTED_SIZES: dict[str, tuple[int, ...]] = {
+    "dcgan-seed": (128,),  # the report's network is fixed at 128 x 128
+    "dcgan": (32, 64, 128, 256),
+}
+
+
+class TrainSpec(BaseModel):
+    """A training job, as posted to ``POST /jobs/train`` and run by the worker."""
+
+    # Extra fields are kept (forward compatibility), never renamed ones.
+    model_config = ConfigDict(extra="allow")
+
+    dataset: str = Field(min_length=1, max_length=64)
+    architecture: Architecture = "dcgan"
+    image_size: int = 64
+    epochs: int = Field(default=10, ge=1, le=100_000)  # the report trained 10 epochs
+    batch_size: int = Field(default=16, ge=1, le=4096)
+    lr_g: float = Field(default=2e-4, gt=0, le=1.0)  # Adam at 2e-4, as in the report and Radford et al.
+    lr_d: float = Field(default=2e-4, gt=0, le=1.0)
+    beta1: float = Field(default=0.5, ge=0.0, lt=1.0)  # Radford et al.'s Adam momentum
+    latent_dim: int = Field(default=100, ge=1, le=4096)
+    # Base channel width of "dcgan" (G and D); 64 is the paper's, 8-16 trains on a CPU in seconds.
+    width: int = Field(default=64, ge=4, le=1024)
+    conditional: bool = False
+    augment: bool = False  # random horizontal flips
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    activate: bool = False  # activate the new model version even when another one is active
+    checkpoint_every: int | None = Field(default=None, ge=1)  # steps; None: the worker's setting
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainSpec:
+        sizes = SUPPORTED_SIZES[self.architecture]
+        if self.image_size not in sizes:
+            raise ValueError(f"image_size {self.image_size} is not supported by {self.architecture}; use one of {list(sizes)}")
+        if self.architecture == "dcgan-seed" and self.latent_dim != 100:
+            raise ValueError("dcgan-seed is the report's fixed network: latent_dim must be 100")
+        if self.conditional:
+            raise ValueError("conditional training is not supported yet; train one model per class")
+        return self
+
+
+class JobProgress(BaseModel):
+    """What ``GET /jobs/{id}`` shows while a job trains."""
+
+    phase: str = "queued"  # queued, loading, training, exporting, evaluating, done
+    epoch: int = 0
+    epochs: int = 0
+    step: int = 0
+    steps: int = 0
+    d_loss: float | None = None
+    g_loss: float | None = None
+    images_per_s: float | None = None
+    eta_s: float | None = None
+    resumed_from_step: int | None = None
+
+
+class DatasetInfo(BaseModel):
+    """A stored dataset, as ``POST /datasets`` and ``GET /datasets/{id}`` return it."""
+
+    id: str
+    name: str
+    images: int
+    classes: dict[str, int]
+    image_size: int  # side of the stored (square) images
+    sha256: str  # hash of the stored pixels and labels
+    created: str
+    skipped: list[dict[str, str]] = Field(default_factory=list)
+
+
+class ModelManifest(BaseModel):
+    """``model.json`` of a model version."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    version: str
+    architecture: str
+    image_size: int
+    latent_dim: int
+    conditional: bool
+    classes: dict[str, int]
+    dataset: str
+    dataset_sha256: str
+    job_id: str
+    spec: dict
+    epochs: int
+    steps: int
+    final_losses: dict[str, float | None]
+    onnx_sha256: str
+    onnx_parity_max_abs_diff: float
+    onnx_opset: int
+    onnx_inputs: list[str]
+    library_versions: dict[str, str]
+    created: str
+
+
+# Redis keys and names shared by the API and the worker (neither imports the other).
+TRAIN_FUNC = "worker.jobs.train"  # enqueued by dotted path: the API never imports the worker
+JOBS_INDEX_KEY = "drawai:jobs"  # sorted set: job id -> enqueue time, for GET /jobs
+CANCEL_KEY_FMT = "drawai:cancel:{job_id}"  # set by DELETE /jobs/{id}; the running job's abort_fn reads it

@@ -1,0 +1,48 @@
+"""The one place that reads the environment: every ``DRAWAI_*`` setting, with its default."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Settings shared by the API, the worker and the CLI (env prefix ``DRAWAI_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="DRAWAI_", env_file=".env", extra="ignore")
+
+    # Root of the store: datasets, job checkpoints, model versions, the embedded Redis.
+    home: Path = Path("drawai-home")
+    # None: try redis://127.0.0.1:6379/0, and start an embedded Redis under home/ if nothing answers.
+    redis_url: str | None = None
+    queue_name: str = "train"
+
+    # Upload limits (zip bombs, pixel bombs, oversized bodies).
+    max_upload_bytes: int = 512 * 1024 * 1024
+    max_archive_members: int = 20_000
+    max_unpacked_bytes: int = 2 * 1024 * 1024 * 1024
+    max_image_pixels: int = 64 * 1024 * 1024  # 8192 x 8192: larger than any MRI slice
+    min_image_side: int = 32  # smaller images are skipped as "too small"
+    # Images are stored padded to square and resized to this side, the largest trainable size.
+    storage_size: int = 256
+
+    # Jobs.
+    job_timeout_s: int = 7 * 24 * 3600  # training can take days on a large dataset
+    job_retries: int = 2  # how often a job whose worker died is retried (resumes from its checkpoint)
+    result_ttl_s: int = 30 * 24 * 3600  # how long finished/failed jobs stay listed
+    # A running job's heartbeat is renewed every monitoring interval; the job counts as abandoned
+    # (and is retried) when no heartbeat came for interval + grace seconds.
+    job_monitoring_interval_s: int = 10
+    job_heartbeat_grace_s: int = 60
+    checkpoint_every_steps: int = Field(default=200, ge=1)
+
+    # Training device: "auto" picks CUDA when present, else CPU.
+    device: str = "auto"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,212 @@
+"""The artifact store under ``DRAWAI_HOME``: datasets, job work directories, model versions.
+
+Layout::
+
+    datasets/<id>/dataset.json, images.npy (uint8 [N, S, S]), labels.npy (int64 [N])
+    jobs/<job id>/checkpoint.pt, samples/epoch_0001.png, history.json
+    models/<version>/generator.onnx, model.json, samples.png
+    models/ACTIVE                    the active version's name
+    tmp/                             staging area; everything is written here, then renamed
+    redis/                           the embedded Redis, when one is used
+
+Every write is atomic: files are written under ``tmp/`` (same file system) and renamed into
+place, so a reader sees a whole file or none. Torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.schemas import DatasetInfo, ModelManifest
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_VERSION = re.compile(r"^v(\d+)$")
+
+
+class NotFoundError(KeyError):
+    """An id that names nothing in the store."""
+
+
+def check_id(value: str) -> str:
+    """Refuse ids that could escape their folder (``..``, slashes, empty)."""
+    if not _ID.match(value) or ".." in value:
+        raise NotFoundError(value)
+    return value
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+
+class Store:
+    def __init__(self, home: Path | str) -> None:
+        self.home = Path(home).resolve()
+
+    # -- layout -------------------------------------------------------------------------
+    @property
+    def datasets_dir(self) -> Path:
+        return self.home / "datasets"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.home / "jobs"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.home / "tmp"
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.home / "redis"
+
+    def ensure(self) -> Store:
+        for d in (self.datasets_dir, self.jobs_dir, self.models_dir, self.tmp_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        return self
+
+    @contextmanager
+    def staging(self, prefix: str = "stage") -> Iterator[Path]:
+        """A fresh folder under ``tmp/``, removed on exit unless it was renamed away."""
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        path = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=self.tmp_dir))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def _remove_tree(self, path: Path) -> None:
+        """Make a folder disappear at once (rename into tmp/), then delete it."""
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        grave = self.tmp_dir / f"deleted-{uuid.uuid4().hex}"
+        os.rename(path, grave)
+        shutil.rmtree(grave, ignore_errors=True)
+
+    # -- datasets -----------------------------------------------------------------------
+    def dataset_dir(self, dataset_id: str) -> Path:
+        return self.datasets_dir / check_id(dataset_id)
+
+    def new_dataset_id(self) -> str:
+        return f"ds-{uuid.uuid4().hex[:12]}"
+
+    def commit_dataset(self, staged: Path, info: DatasetInfo) -> DatasetInfo:
+        """Publish a staged folder holding ``images.npy`` and ``labels.npy`` as dataset ``info.id``."""
+        atomic_write_json(staged / "dataset.json", info.model_dump())
+        self.datasets_dir.mkdir(parents=True, exist_ok=True)
+        os.rename(staged, self.dataset_dir(info.id))
+        return info
+
+    def get_dataset(self, dataset_id: str) -> DatasetInfo:
+        path = self.dataset_dir(dataset_id) / "dataset.json"
+        try:
+            return DatasetInfo.model_validate_json(path.read_bytes())
+        except FileNotFoundError:
+            raise NotFoundError(dataset_id) from None
+
+    def list_datasets(self) -> list[DatasetInfo]:
+        if not self.datasets_dir.is_dir():
+            return []
+        out = []
+        for d in sorted(self.datasets_dir.iterdir()):
+            try:
+                out.append(self.get_dataset(d.name))
+            except NotFoundError:
+                continue
+        return sorted(out, key=lambda i: i.created)
+
+    def load_dataset(self, dataset_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """Images (uint8 ``[N, S, S]``, memory-mapped) and labels (int64 ``[N]``)."""
+        d = self.dataset_dir(dataset_id)
+        if not (d / "dataset.json").is_file():
+            raise NotFoundError(dataset_id)
+        return np.load(d / "images.npy", mmap_mode="r"), np.load(d / "labels.npy")
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        d = self.dataset_dir(dataset_id)
+        if not d.is_dir():
+            raise NotFoundError(dataset_id)
+        self._remove_tree(d)
+
+    # -- jobs ---------------------------------------------------------------------------
+    def job_dir(self, job_id: str) -> Path:
+        return self.jobs_dir / check_id(job_id)
+
+    # -- models -------------------------------------------------------------------------
+    def model_dir(self, version: str) -> Path:
+        return self.models_dir / check_id(version)
+
+    def publish_model(self, staged: Path) -> str:
+        """Rename a staged model folder to the next free ``v<N>``; safe against concurrent workers.
+
+        ``rename`` onto an existing, non-empty folder fails, so two workers never share a version.
+        """
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        n = max((int(m.group(1)) for p in self.models_dir.iterdir() if (m := _VERSION.match(p.name))), default=0)
+        while True:
+            n += 1
+            version = f"v{n}"
+            manifest_path = staged / "model.json"
+            manifest = json.loads(manifest_path.read_text())
+            manifest["version"] = version
+            atomic_write_json(manifest_path, manifest)
+            try:
+                os.rename(staged, self.models_dir / version)
+                return version
+            except OSError:
+                if (self.models_dir / version).exists():
+                    continue
+                raise
+
+    def list_models(self) -> list[ModelManifest]:
+        if not self.models_dir.is_dir():
+            return []
+        out = []
+        for p in self.models_dir.iterdir():
+            if _VERSION.match(p.name) and (p / "model.json").is_file():
+                out.append(self.get_manifest(p.name))
+        return sorted(out, key=lambda m: int(m.version[1:]))
+
+    def get_manifest(self, version: str) -> ModelManifest:
+        try:
+            return ModelManifest.model_validate_json((self.model_dir(version) / "model.json").read_bytes())
+        except FileNotFoundError:
+            raise NotFoundError(version) from None
+
+    def active_version(self) -> str | None:
+        try:
+            version = (self.models_dir / "ACTIVE").read_text().strip()
+        except FileNotFoundError:
+            return None
+        return version or None
+
+    def set_active(self, version: str) -> None:
+        self.get_manifest(version)  # must exist
+        atomic_write_bytes(self.models_dir / "ACTIVE", version.encode())

@@ -1,0 +1,58 @@
+"""The FastAPI application: ``uvicorn --factory service.main:create_app``.
+
+Nothing happens at import time; the store and the Redis connection are opened in the lifespan.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+from rq import Queue
+
+from models.redisconn import connect
+from models.settings import Settings, get_settings
+from models.store import NotFoundError, Store
+from service.routers import datasets, health, jobs
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        s = settings or get_settings()
+        app.state.settings = s
+        app.state.store = Store(s.home).ensure()
+        app.state.redis = connect(s)
+        app.state.queue = Queue(s.queue_name, connection=app.state.redis)
+        log.info("api started home=%s queue=%s", app.state.store.home, s.queue_name)
+        try:
+            yield
+        finally:
+            app.state.redis.close()
+
+    app = FastAPI(
+        title="Draw.AI",
+        summary="Train GANs on small sets of MRI slices; generate labelled synthetic slices.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.include_router(health.router)
+    app.include_router(datasets.router)
+    app.include_router(jobs.router)
+
+    @app.exception_handler(NotFoundError)
+    async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"detail": f"not found: {exc.args[0]}"})
+
+    @app.exception_handler(RedisError)
+    async def _redis_down(request: Request, exc: RedisError) -> JSONResponse:
+        log.warning("redis unavailable: %s", exc)
+        return JSONResponse(status_code=503, content={"detail": "the job queue (Redis) is unreachable; retry later"})
+
+    return app

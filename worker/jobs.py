@@ -1,0 +1,108 @@
+"""RQ job functions. ``worker.jobs.train`` is enqueued by dotted path from the API.
+
+Runs in RQ's work horse (a forked child): torch is imported here, inside the function, so the
+worker's parent process never initialises PyTorch (or CUDA) before it forks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from rq import get_current_job
+from rq.job import Job
+
+from models.schemas import CANCEL_KEY_FMT, JobProgress, TrainSpec
+from models.settings import get_settings
+from models.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class JobReporter:
+    """``progress_fn`` and ``abort_fn`` for a running RQ job, throttled to one Redis write/read a second."""
+
+    def __init__(self, job: Job, interval_s: float = 1.0) -> None:
+        self.job = job
+        self.interval_s = interval_s
+        self.cancel_key = CANCEL_KEY_FMT.format(job_id=job.id)
+        self._last_write = 0.0
+        self._last_check = 0.0
+
+    def phase(self, phase: str, **fields: Any) -> None:
+        progress = dict(self.job.meta.get("progress") or {})
+        progress.update(phase=phase, **fields)
+        self._save(progress)
+
+    def progress(self, fields: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if now - self._last_write < self.interval_s and fields.get("step") != fields.get("steps"):
+            return
+        self._last_write = now
+        self._save(JobProgress.model_validate(fields).model_dump())
+
+    def _save(self, progress: dict[str, Any]) -> None:
+        self.job.meta["progress"] = progress
+        self.job.save_meta()
+
+    def should_abort(self) -> bool:
+        now = time.monotonic()
+        if now - self._last_check < self.interval_s:
+            return False
+        self._last_check = now
+        return bool(self.job.connection.exists(self.cancel_key))
+
+    def cancel_requested(self) -> bool:
+        return bool(self.job.connection.exists(self.cancel_key))
+
+    def mark_canceled(self) -> dict[str, Any]:
+        self.job.meta["canceled"] = True
+        self.phase("canceled")
+        self.job.connection.delete(self.cancel_key)
+        log.info("job %s canceled", self.job.id)
+        return {"canceled": True}
+
+
+def train(spec: dict[str, Any]) -> dict[str, Any]:
+    """Train a GAN for ``spec``, export and publish it as a model version. Resumes from a checkpoint."""
+    from models.publish import publish
+    from models.training import TrainingAborted, select_device
+    from models.training import train as run_training
+
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("worker.jobs.train must run inside an RQ job")
+    settings = get_settings()
+    store = Store(settings.home).ensure()
+    train_spec = TrainSpec.model_validate(spec)
+    reporter = JobReporter(job)
+    if reporter.cancel_requested():
+        return reporter.mark_canceled()
+
+    reporter.phase("loading")
+    dataset = store.get_dataset(train_spec.dataset)
+    images, _labels = store.load_dataset(train_spec.dataset)
+    device = select_device(settings.device)
+    log.info("job %s: training %s on %s (%d images) on %s", job.id, train_spec.architecture, dataset.id, len(images), device)
+    workdir = store.job_dir(job.id)
+    try:
+        result = run_training(
+            train_spec,
+            images,
+            workdir,
+            device=device,
+            checkpoint_every=train_spec.checkpoint_every or settings.checkpoint_every_steps,
+            progress_fn=reporter.progress,
+            abort_fn=reporter.should_abort,
+        )
+    except TrainingAborted:
+        return reporter.mark_canceled()
+    if reporter.cancel_requested():
+        return reporter.mark_canceled()
+
+    reporter.phase("exporting")
+    version, active = publish(store, result, train_spec, dataset, job.id, workdir)
+    job.meta["model_version"] = version
+    reporter.phase("done")
+    return {"model_version": version, "active": active, "steps": result.step}
