@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     # (and is retried) when no heartbeat came for interval + grace seconds.
     job_monitoring_interval_s: int = 10
     job_heartbeat_grace_s: int = 60
+    # How often an idle or busy worker looks for abandoned jobs (RQ's default is 10 minutes).
+    worker_maintenance_interval_s: int = 60
     checkpoint_every_steps: int = Field(default=200, ge=1)
 
     # Training device: "auto" picks CUDA when present, else CPU.

@@ -67,7 +67,7 @@ def prepare_images(images: np.ndarray, size: int, device: torch.device) -> torch
     """uint8 ``[N, S, S]`` -> float ``[N, 1, size, size]`` in ``[-1, 1]`` on ``device``."""
     out = []
     for start in range(0, len(images), 256):  # bounded memory for large memory-mapped sets
-        x = torch.from_numpy(np.ascontiguousarray(images[start : start + 256])).float().unsqueeze(1)
+        x = torch.from_numpy(np.array(images[start : start + 256], dtype=np.float32)).unsqueeze(1)
         if x.shape[-1] != size:
             x = F.interpolate(x, size=(size, size), mode="area" if x.shape[-1] > size else "bilinear")
         out.append(x / 127.5 - 1.0)
@@ -80,7 +80,7 @@ def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)  # atomic: a reader (or a resumed run) never sees half a checkpoint
 

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
 
 from models.redisconn import DEFAULT_URL, _answers, start_embedded, stop_embedded
+from models.schemas import DatasetInfo
 from models.settings import Settings
 from models.store import Store
 
@@ -59,3 +66,64 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
     with TestClient(create_app(settings)) as c:
         yield c
+
+
+def blobs(n: int = 24, size: int = 256, seed: int = 0) -> np.ndarray:
+    """Bright ellipses of random size on black: a stand-in for slices, enough to train on."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size - 0.5
+    out = np.empty((n, size, size), np.uint8)
+    for i in range(n):
+        a, b = rng.uniform(0.2, 0.4, 2)
+        out[i] = np.where((xx / a) ** 2 + (yy / b) ** 2 < 1, 200, 0).astype(np.uint8)
+    return out
+
+
+def put_dataset(store: Store, images: np.ndarray, name: str = "blobs") -> DatasetInfo:
+    """Store ``images`` (uint8 [N, S, S]) as a dataset directly, without the upload path."""
+    with store.staging("test-ds") as staged:
+        labels = np.zeros(len(images), np.int64)
+        np.save(staged / "images.npy", images)
+        np.save(staged / "labels.npy", labels)
+        info = DatasetInfo(
+            id=store.new_dataset_id(),
+            name=name,
+            images=len(images),
+            classes={"default": len(images)},
+            image_size=images.shape[-1],
+            sha256=hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest(),
+            created=datetime.now(UTC).isoformat(),
+        )
+        return store.commit_dataset(staged, info)
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DRAWAI_HOME": str(settings.home),
+        "DRAWAI_REDIS_URL": str(settings.redis_url),
+        "DRAWAI_JOB_MONITORING_INTERVAL_S": str(settings.job_monitoring_interval_s),
+        "DRAWAI_JOB_HEARTBEAT_GRACE_S": str(settings.job_heartbeat_grace_s),
+    }
+
+
+def spawn_worker(settings: Settings, burst: bool = True) -> subprocess.Popen[bytes]:
+    """``drawai worker`` in its own process group (so a test can kill it and its work horse)."""
+    cmd = [sys.executable, "-m", "drawai.cli", "worker"] + (["--burst"] if burst else [])
+    return subprocess.Popen(cmd, env=worker_env(settings), start_new_session=True)
+
+
+DEMO_SLICES = Path(__file__).resolve().parent.parent / "data" / "demo" / "mni152_axial"
+
+
+@pytest.fixture(scope="session")
+def demo_zip() -> bytes:
+    """The bundled real MRI slices (MNI ICBM152 axial T1), zipped as a user would upload them."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for p in sorted(DEMO_SLICES.glob("*.png")):
+            zf.write(p, f"mni152/{p.name}")
+    return buf.getvalue()

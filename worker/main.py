@@ -40,6 +40,7 @@ def make_worker(settings: Settings, name: str | None = None) -> DrawaiWorker:
         connection=conn,
         name=name,
         job_monitoring_interval=settings.job_monitoring_interval_s,
+        maintenance_interval=settings.worker_maintenance_interval_s,
     )
     worker.heartbeat_grace_s = settings.job_heartbeat_grace_s
     return worker

@@ -1,0 +1,138 @@
+"""Decoding one uploaded image into a stored slice: grayscale, padded to square, resized, normalized.
+
+``decode_image`` turns the bytes of one file (PNG, JPEG, BMP, TIFF, GIF, WebP, PGM...) into a
+``uint8 [S, S]`` array, ``S = settings.storage_size``:
+
+1. the header is read and the pixel count checked *before* anything is decoded: a file that
+   declares more than ``max_image_pixels`` pixels (a pixel bomb) refuses the whole upload (413);
+2. the image is fully decoded (``load()``), so truncated files are caught here and skipped;
+3. it is converted to one gray channel: RGB(A)/palette by ITU-R 601 luma (transparent parts
+   composited onto black), 16- and 32-bit gray kept at full depth until normalization;
+4. it is resized so that its longer side is ``S`` (Lanczos, with box pre-reduction for large
+   images), min-max normalized to 0..255 and padded, centred, with black to ``S x S``: never
+   stretched.
+
+Problems with one file raise ``SkipImage(reason)``: the file is skipped and reported, the rest
+of the upload goes on. Torch-free.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from models.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Gray modes that carry more than 8 bits: converted to float without going through 8-bit "L".
+_DEEP_GRAY = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+# Modes that can carry transparency, composited onto black before conversion to gray.
+_ALPHA = {"RGBA", "LA", "PA", "RGBa", "La"}
+
+
+class UploadRefused(Exception):
+    """The whole upload is refused: carries the HTTP status and a message for the client."""
+
+    def __init__(self, status_code: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.detail = detail
+
+
+class PixelBombError(UploadRefused):
+    """An image declares more pixels than ``max_image_pixels`` (HTTP 413)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(413, detail)
+
+
+class SkipImage(Exception):
+    """One file cannot be used; ``reason`` is a short human explanation for the upload report."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def open_checked(data: bytes, max_pixels: int) -> Image.Image:
+    """Open an image from its header only, refusing pixel bombs before any decoding."""
+    try:
+        img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:  # PIL's own limit, when ours is set higher
+        raise PixelBombError(f"image declares too many pixels: {exc}") from None
+    except Exception:  # UnidentifiedImageError, and PIL plugins raise a zoo of errors on junk headers
+        raise SkipImage("not an image") from None
+    width, height = img.size
+    if width * height > max_pixels:
+        img.close()
+        raise PixelBombError(f"image of {width}x{height} pixels is over the limit of {max_pixels} pixels")
+    return img
+
+
+def _gray(img: Image.Image) -> Image.Image:
+    """One gray channel: mode ``L`` for 8-bit sources, ``F`` for deeper ones."""
+    if img.mode in _DEEP_GRAY:
+        return img if img.mode in {"I", "F"} else img.convert("I")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in _ALPHA:
+        rgba = img.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(black, rgba).convert("L")
+    if img.mode == "L":
+        return img
+    return img.convert("RGB").convert("L")  # CMYK, YCbCr, LAB, HSV, 1 and friends
+
+
+def _fit(gray: Image.Image, size: int) -> np.ndarray:
+    """Resize so the longer side is ``size`` (aspect ratio kept); float32 array of the result."""
+    width, height = gray.size
+    scale = size / max(width, height)
+    target = (max(1, round(width * scale)), max(1, round(height * scale)))
+    factor = max(width, height) // (2 * size)
+    if factor >= 2:  # box-average huge images first: bounded memory, no aliasing
+        gray = gray.reduce(factor)
+    if gray.mode != "F":
+        gray = gray.convert("F")
+    if gray.size != target:
+        gray = gray.resize(target, Image.Resampling.LANCZOS)
+    return np.asarray(gray, dtype=np.float32)
+
+
+def decode_image(data: bytes, settings: Settings) -> np.ndarray:
+    """Decode one image file into a normalized, square ``uint8 [S, S]`` slice.
+
+    Raises ``PixelBombError`` (refuses the whole upload) or ``SkipImage`` (skips this file).
+    """
+    size = settings.storage_size
+    img = open_checked(data, settings.max_image_pixels)
+    with img:
+        width, height = img.size
+        if min(width, height) < settings.min_image_side:
+            raise SkipImage(f"too small ({width}x{height} < min side {settings.min_image_side})")
+        try:
+            img.load()
+            img = ImageOps.exif_transpose(img) or img
+            gray = _gray(img)
+            lo, hi = gray.getextrema()
+        except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, struct.error... on bad data
+            log.debug("image decode failed: %s", exc)
+            raise SkipImage("corrupt or truncated image") from None
+        if lo == hi:
+            raise SkipImage("blank image")
+        fitted = _fit(gray, size)
+    lo_f, hi_f = float(fitted.min()), float(fitted.max())
+    if not (np.isfinite(lo_f) and np.isfinite(hi_f)):
+        raise SkipImage("corrupt or truncated image")
+    if hi_f - lo_f <= 1e-6 * max(1.0, abs(hi_f)):
+        raise SkipImage("blank image")
+    normalized = np.rint((fitted - lo_f) * (255.0 / (hi_f - lo_f)))
+    out = np.zeros((size, size), dtype=np.uint8)
+    h, w = normalized.shape
+    top, left = (size - h) // 2, (size - w) // 2
+    out[top : top + h, left : left + w] = np.clip(normalized, 0, 255).astype(np.uint8)
+    return out

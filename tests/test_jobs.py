@@ -1,0 +1,205 @@
+"""Training jobs through the real Redis queue, run by real ``drawai worker`` processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from redis import Redis
+from rq import Queue
+from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+
+from models.export import ort_session, sha256_file
+from models.settings import Settings
+from models.store import Store
+from models.training import CHECKPOINT
+from tests.conftest import blobs, put_dataset, spawn_worker
+
+TINY = {"architecture": "dcgan", "image_size": 32, "width": 8, "latent_dim": 16, "batch_size": 8, "seed": 1}
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def kill_worker(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a worker and its work horse (RQ puts the horse in a process group of its own)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == proc.pid:
+            children.append(int(stat.parent.name))
+    assert children, "the worker has no work horse"
+    for pid in [proc.pid, *children]:
+        os.kill(pid, signal.SIGKILL)
+    proc.wait()
+
+
+def finish(proc: subprocess.Popen[bytes], timeout: float = 240) -> None:
+    assert proc.wait(timeout=timeout) == 0
+
+
+def test_bad_specs(client: TestClient, store: Store) -> None:
+    ds = put_dataset(store, blobs(12))
+    cases: list[tuple[dict[str, Any], int]] = [
+        ({"dataset": "ds-doesnotexist"}, 404),
+        ({"dataset": ds.id, "epochs": 0}, 422),
+        ({"dataset": ds.id, "epochs": -3}, 422),
+        ({"dataset": ds.id, "batch_size": 13}, 422),  # the dataset has 12 images
+        ({"dataset": ds.id, "image_size": 48}, 422),
+        ({"dataset": ds.id, "architecture": "dcgan-seed", "image_size": 64}, 422),
+        ({"dataset": ds.id, "architecture": "stylegan"}, 422),
+        ({"dataset": ds.id, "lr_g": "fast"}, 422),
+        ({}, 422),
+    ]
+    for body, code in cases:
+        r = client.post("/jobs/train", json=body)
+        assert r.status_code == code, (body, r.text)
+        assert isinstance(r.json()["detail"], str | list)
+    r = client.post("/jobs/train", content=b"not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    assert client.get("/jobs/nope").status_code == 404
+    assert client.delete("/jobs/nope").status_code == 404
+    assert client.get("/jobs").json() == []
+
+
+def test_submit_answers_202_and_lists(client: TestClient, store: Store, redis: Redis, settings: Settings) -> None:
+    ds = put_dataset(store, blobs(12))
+    r = client.post("/jobs/train", json={**TINY, "dataset": ds.id, "epochs": 1, "my_note": "kept"})
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["status"] == "queued" and job["dataset"] == ds.id
+    assert job["spec"]["my_note"] == "kept"  # extra fields are allowed
+    assert job["progress"]["phase"] == "queued" and job["progress"]["epochs"] == 1
+    queue = Queue(settings.queue_name, connection=redis)
+    assert queue.job_ids == [job["id"]]
+    assert queue.fetch_job(job["id"]).timeout == settings.job_timeout_s
+    assert [j["id"] for j in client.get("/jobs").json()] == [job["id"]]
+    # A dataset a queued job trains on cannot be deleted.
+    assert client.delete(f"/datasets/{ds.id}").status_code == 409
+
+
+def test_worker_process_never_imports_torch(settings: Settings) -> None:
+    code = "import sys, worker.main, worker.jobs, service.main; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cancel_queued_job(client: TestClient, store: Store, settings: Settings, redis: Redis) -> None:
+    ds = put_dataset(store, blobs(12))
+    job = client.post("/jobs/train", json={**TINY, "dataset": ds.id, "epochs": 1}).json()
+    r = client.delete(f"/jobs/{job['id']}")
+    assert r.status_code == 202 and r.json()["status"] == "canceled"
+    assert Queue(settings.queue_name, connection=redis).job_ids == []
+    finish(spawn_worker(settings))  # nothing left for it to run
+    assert client.get(f"/jobs/{job['id']}").json()["status"] == "canceled"
+    assert store.list_models() == []
+    assert client.delete(f"/jobs/{job['id']}").status_code == 409  # already canceled
+    assert client.delete(f"/datasets/{ds.id}").status_code == 204  # no longer in use
+
+
+def test_cancel_running_job(client: TestClient, store: Store, settings: Settings, redis: Redis) -> None:
+    ds = put_dataset(store, blobs(32))
+    job = client.post("/jobs/train", json={**TINY, "dataset": ds.id, "epochs": 500}).json()
+    worker = spawn_worker(settings)
+    try:
+        wait_for(lambda: (client.get(f"/jobs/{job['id']}").json()["progress"] or {}).get("step", 0) >= 2, 120, "steps")
+        r = client.delete(f"/jobs/{job['id']}")
+        assert r.status_code == 202 and r.json()["cancel_requested"]
+        view = wait_for(
+            lambda: (v := client.get(f"/jobs/{job['id']}").json())["status"] == "canceled" and v, 60, "canceled"
+        )
+        finish(worker, 60)
+    finally:
+        worker.kill()
+    assert view["progress"]["step"] < view["progress"]["steps"]
+    assert view["model_version"] is None and store.list_models() == []
+    assert FailedJobRegistry(settings.queue_name, connection=redis).get_job_ids() == []
+
+
+def test_upload_train_publish(client: TestClient, store: Store, settings: Settings, redis: Redis, demo_zip: bytes) -> None:
+    """The whole path: upload real MRI slices, train a tiny DCGAN with a burst worker, get a model."""
+    r = client.post("/datasets", files={"file": ("demo.zip", demo_zip, "application/zip")})
+    assert r.status_code == 201, r.text
+    ds = r.json()
+    r = client.post("/jobs/train", json={**TINY, "dataset": ds["id"], "epochs": 2, "batch_size": 16})
+    job_id = r.json()["id"]
+    finish(spawn_worker(settings))
+
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "finished", job
+    steps = 2 * (ds["images"] // 16)
+    p = job["progress"]
+    assert (p["phase"], p["epoch"], p["epochs"], p["step"], p["steps"]) == ("done", 2, 2, steps, steps)
+    assert p["d_loss"] > 0 and p["g_loss"] > 0 and p["images_per_s"] > 0 and p["eta_s"] == 0
+    assert job["started_at"] and job["ended_at"] and job["error"] is None
+    assert job_id in FinishedJobRegistry(settings.queue_name, connection=redis).get_job_ids()
+
+    version = job["model_version"]
+    assert version == "v1" and store.active_version() == "v1"  # the first model is activated
+    mdir = store.models_dir / version
+    manifest = store.get_manifest(version)
+    assert manifest.dataset == ds["id"] and manifest.dataset_sha256 == ds["sha256"]
+    assert manifest.job_id == job_id and manifest.steps == steps and manifest.image_size == 32
+    assert manifest.onnx_sha256 == sha256_file(mdir / "generator.onnx")
+    assert manifest.onnx_parity_max_abs_diff <= 1e-4
+    assert set(manifest.library_versions) >= {"torch", "onnxruntime"}
+    out = ort_session(mdir / "generator.onnx").run(["image"], {"z": np.zeros((3, 16), np.float32)})[0]
+    assert out.shape == (3, 1, 32, 32)
+    assert (mdir / "samples.png").is_file()
+    assert sorted(p.name for p in (store.job_dir(job_id) / "samples").iterdir()) == ["epoch_0001.png", "epoch_0002.png"]
+
+
+def test_second_model_activates_only_when_asked(store: Store, client: TestClient, settings: Settings) -> None:
+    ds = put_dataset(store, blobs(16))
+    for activate in (False, False, True):
+        client.post("/jobs/train", json={**TINY, "dataset": ds.id, "epochs": 1, "activate": activate})
+    finish(spawn_worker(settings))
+    assert [m.version for m in store.list_models()] == ["v1", "v2", "v3"]
+    assert store.active_version() == "v3"  # v1 (first ever) then v3 (asked); never v2
+
+
+def test_sigkilled_worker_job_resumes_from_checkpoint(
+    client: TestClient, store: Store, settings: Settings, redis: Redis
+) -> None:
+    ds = put_dataset(store, blobs(32))
+    spec = {**TINY, "dataset": ds.id, "epochs": 60, "checkpoint_every": 5}  # 4 steps/epoch, 240 steps
+    job_id = client.post("/jobs/train", json=spec).json()["id"]
+    ckpt = store.job_dir(job_id) / CHECKPOINT
+
+    first = spawn_worker(settings)
+    wait_for(ckpt.exists, 120, "a first checkpoint")
+    kill_worker(first)  # the worker and its work horse, mid-training
+    killed_at = torch.load(ckpt, weights_only=False)["step"]
+    assert 0 < killed_at < 240
+    assert client.get(f"/jobs/{job_id}").json()["status"] == "started"  # RQ does not know yet
+
+    # Once the heartbeat lapses (interval 1 s + grace 2 s here), a new worker retries the job.
+    started = StartedJobRegistry(settings.queue_name, connection=redis)
+    wait_for(lambda: started.get_expired_job_ids(), 30, "the heartbeat to lapse")
+    finish(spawn_worker(settings))
+
+    job = client.get(f"/jobs/{job_id}").json()
+    assert job["status"] == "finished", job
+    assert job["progress"]["resumed_from_step"] == killed_at  # neither from zero nor lost
+    assert job["retries_left"] == settings.job_retries - 1
+    manifest = store.get_manifest(job["model_version"])
+    assert manifest.steps == 240 and len(manifest.model_extra["loss_history"]["d_loss"]) == 240

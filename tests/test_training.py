@@ -1,0 +1,84 @@
+"""The training loop on real networks: callbacks, samples, checkpoints, exact resume, ONNX export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models.export import check_parity, export_generator, ort_session
+from models.schemas import TrainSpec
+from models.training import CHECKPOINT, TrainingAborted, select_device, train
+from tests.conftest import blobs
+
+
+SPEC = TrainSpec(dataset="x", image_size=32, width=8, latent_dim=16, epochs=3, batch_size=8, seed=3)
+
+
+def test_train_reports_progress_and_writes_samples(tmp_path: Path) -> None:
+    seen: list[dict] = []
+    result = train(SPEC, blobs(), tmp_path, progress_fn=seen.append, checkpoint_every=100)
+    assert result.step == 9 and result.epoch == 3  # 24 images / batch 8 = 3 steps x 3 epochs
+    assert [p["step"] for p in seen] == list(range(1, 10))
+    last = seen[-1]
+    assert last["epoch"] == 3 and last["steps"] == 9 and last["eta_s"] == 0
+    assert last["images_per_s"] > 0 and np.isfinite(last["d_loss"]) and np.isfinite(last["g_loss"])
+    assert len(result.d_losses) == len(result.g_losses) == 9
+    grids = sorted((tmp_path / "samples").glob("epoch_*.png"))
+    assert [g.name for g in grids] == ["epoch_0001.png", "epoch_0002.png", "epoch_0003.png"]
+    assert Image.open(grids[-1]).mode == "L"
+    ckpt = torch.load(tmp_path / CHECKPOINT, weights_only=False)
+    assert ckpt["step"] == 9 and ckpt["spec"]["seed"] == 3
+    assert {"generator", "discriminator", "opt_g", "opt_d", "noise_rng", "torch_rng"} <= set(ckpt)
+
+
+def test_resume_continues_exactly(tmp_path: Path) -> None:
+    """Stopped after step 5 (last checkpoint at step 4) and resumed == never stopped."""
+    spec = SPEC.model_copy(update={"augment": True})
+    straight = train(spec, blobs(), tmp_path / "a", checkpoint_every=2)
+
+    calls = {"n": 0}
+
+    def abort_after_5() -> bool:
+        calls["n"] += 1
+        return calls["n"] >= 5
+
+    with pytest.raises(TrainingAborted):
+        train(spec, blobs(), tmp_path / "b", checkpoint_every=2, abort_fn=abort_after_5)
+    assert torch.load(tmp_path / "b" / CHECKPOINT, weights_only=False)["step"] == 4
+    resumed = train(spec, blobs(), tmp_path / "b", checkpoint_every=2)
+    assert resumed.resumed_from_step == 4
+    assert resumed.d_losses == straight.d_losses
+    for (k, a), b in zip(straight.generator.state_dict().items(), resumed.generator.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_batch_larger_than_dataset_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="larger than the dataset"):
+        train(SPEC.model_copy(update={"batch_size": 64}), blobs(), tmp_path)
+
+
+def test_device_falls_back_to_cpu_without_cuda() -> None:
+    if torch.cuda.is_available():  # pragma: no cover - GPU machines
+        assert select_device("auto").type == "cuda"
+    else:
+        assert select_device("auto").type == "cpu"
+        assert select_device("cuda").type == "cpu"
+    assert select_device("cpu").type == "cpu"
+
+
+def test_onnx_export_matches_pytorch(tmp_path: Path) -> None:
+    result = train(SPEC.model_copy(update={"epochs": 1}), blobs(), tmp_path / "run")
+    path = tmp_path / "g.onnx"
+    export_generator(result.generator, 16, path)
+    assert check_parity(result.generator, 16, path) <= 1e-4
+    sess = ort_session(path)
+    assert [i.name for i in sess.get_inputs()] == ["z"]
+    assert [o.name for o in sess.get_outputs()] == ["image"]
+    for n in (1, 5):  # dynamic batch
+        out = sess.run(["image"], {"z": np.zeros((n, 16), np.float32)})[0]
+        assert out.shape == (n, 1, 32, 32) and out.dtype == np.float32
+        assert out.min() >= -1 and out.max() <= 1
