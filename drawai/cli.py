@@ -78,8 +78,8 @@ def _follow(client: Any, job_id: str) -> dict[str, Any]:
             job = client.get(f"/jobs/{job_id}").raise_for_status().json()
             p = job.get("progress") or {}
             losses = f"D {p['d_loss']:.3f}  G {p['g_loss']:.3f}" if p.get("d_loss") is not None else ""
-            bar.update(task, total=p.get("steps") or None, completed=p.get("step", 0), losses=losses,
-                       description=f"{p.get('phase', job['status'])} epoch {p.get('epoch', 0)}/{p.get('epochs', '?')}")  # fmt: skip
+            phase = f"{p.get('phase', job['status'])} epoch {p.get('epoch', 0)}/{p.get('epochs', '?')}"
+            bar.update(task, total=p.get("steps") or None, completed=p.get("step", 0), losses=losses, description=phase)
             if job["status"] in ("finished", "failed", "canceled"):
                 return dict(job)
             time.sleep(0.5)

@@ -43,10 +43,22 @@ class Stack:
         self._spawn("worker", [py, "-m", "drawai.cli", "worker"], env)
         self._spawn(
             "api",
-            [py, "-m", "uvicorn", "--factory", "service.main:create_app", "--host", self.host, "--port", str(self.port)],
+            [
+                py,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "service.main:create_app",
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+            ],
             env,
         )
-        log.info("redis: %s%s", self.redis_url, " (embedded, data in %s)" % (self.home / "redis") if self.embedded else "")
+        log.info(
+            "redis: %s%s", self.redis_url, " (embedded, data in %s)" % (self.home / "redis") if self.embedded else ""
+        )
         for name in self.procs:
             log.info("%s: log in %s", name, self.logs / f"{name}.log")
 
@@ -86,7 +98,7 @@ class Stack:
         return 0
 
     def stop(self) -> None:
-        for name, p in self.procs.items():
+        for p in self.procs.values():
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)  # the worker finishes its current job's step and leaves
         for name, p in self.procs.items():

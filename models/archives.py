@@ -5,6 +5,8 @@ Before the first byte is decompressed the whole central directory is checked, an
 is refused as a whole (``ArchiveRefused``, carrying the HTTP status) when it is:
 
 - not a zip (422);
+- declaring, in its end records, more members or a larger central directory than the limits
+  allow: checked before ``zipfile`` loads the directory into memory (413);
 - holding a member whose name is absolute, has a ``..`` component, a drive letter or a NUL,
   with ``\\`` read as a separator (422); a symlink member (422); an encrypted member (422);
 - larger than the limits: more members than ``max_archive_members`` or a total declared

@@ -11,6 +11,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,7 +47,7 @@ def export_generator(G: nn.Module, latent_dim: int, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def ort_session(path: Path, providers: list[str] | None = None):  # type: ignore[no-untyped-def]
+def ort_session(path: Path, providers: list[str] | None = None) -> Any:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()

@@ -116,7 +116,7 @@ def decode_image(data: bytes, settings: Settings) -> np.ndarray:
             raise SkipImage(f"too small ({width}x{height} < min side {settings.min_image_side})")
         try:
             img.load()
-            img = ImageOps.exif_transpose(img) or img
+            ImageOps.exif_transpose(img, in_place=True)
             gray = _gray(img)
             lo, hi = gray.getextrema()
         except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, struct.error... on bad data

@@ -9,6 +9,7 @@ through ``redis/url`` and a file lock keeps two processes from starting two serv
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import socket
@@ -89,10 +90,8 @@ def stop_embedded(redis_dir: Path) -> bool:
     if not url_file.exists():
         return False
     url = url_file.read_text().strip()
-    try:
+    with contextlib.suppress(RedisError, OSError):
         Redis.from_url(url, socket_timeout=5).shutdown()
-    except (RedisError, OSError):
-        pass
     url_file.unlink(missing_ok=True)
     return True
 

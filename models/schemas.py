@@ -46,7 +46,9 @@ class TrainSpec(BaseModel):
     def _check(self) -> TrainSpec:
         sizes = SUPPORTED_SIZES[self.architecture]
         if self.image_size not in sizes:
-            raise ValueError(f"image_size {self.image_size} is not supported by {self.architecture}; use one of {list(sizes)}")
+            raise ValueError(
+                f"image_size {self.image_size} is not supported by {self.architecture}; use one of {list(sizes)}"
+            )
         if self.architecture == "dcgan-seed" and self.latent_dim != 100:
             raise ValueError("dcgan-seed is the report's fixed network: latent_dim must be 100")
         if self.conditional:
@@ -106,6 +108,8 @@ class ModelManifest(BaseModel):
     onnx_inputs: list[str]
     library_versions: dict[str, str]
     created: str
+    trained_on: str = "cpu"  # the training device type
+    loss_history: dict[str, list[float]] = Field(default_factory=dict)  # per step: d_loss, g_loss
 
 
 # Redis keys and names shared by the API and the worker (neither imports the other).

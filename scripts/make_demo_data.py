@@ -151,15 +151,13 @@ def render(slice01: np.ndarray, size: int):
     from PIL import Image
 
     square = pad_to_square(to_display(slice01)).astype(np.float32)
-    resized = Image.fromarray(square, mode="F").resize(
-        (size, size), resample=Image.Resampling.LANCZOS
-    )
+    resized = Image.fromarray(square, mode="F").resize((size, size), resample=Image.Resampling.LANCZOS)
     arr = np.clip(np.rint(np.asarray(resized) * 255.0), 0, 255).astype(np.uint8)
     return Image.fromarray(arr, mode="L")
 
 
-def write_notice(path: Path, *, source_file: str, count: int, first: int,
-                 last: int, args: argparse.Namespace) -> None:
+def write_notice(path: Path, *, source_file: str, count: int, first: int, last: int, args: argparse.Namespace) -> None:
+    every = _every(args.step)
     text = f"""# Demo data: real brain MRI slices (MNI ICBM152 2009a template)
 
 `mni152_axial/` holds {count} axial slices of real T1-weighted brain MRI. They
@@ -175,8 +173,12 @@ only.
 
 Source: ICBM 2009a Nonlinear Symmetric template, McConnell Brain Imaging
 Centre, Montreal Neurological Institute, McGill University
-(https://nist.mni.mcgill.ca/icbm-152-nonlinear-atlases-2009/). The file used
-is `{source_file}`, the 1 mm T1 template that the nilearn wheel carries.
+(https://nist.mni.mcgill.ca/icbm-152-nonlinear-atlases-2009/).
+The file used is the 1 mm T1 template that the nilearn wheel carries:
+`{source_file}`.
+The nilearn wheel does not include the template archive's `COPYING` file;
+the notice above is the MNI/McGill notice published with the ICBM152
+nonlinear 2009 templates (some copies give the years as 1993-2004).
 
 References: V. Fonov, A. C. Evans, K. Botteron, C. R. Almli, R. C. McKinstry,
 D. L. Collins, "Unbiased average age-appropriate atlases for pediatric
@@ -201,11 +203,11 @@ python3 -m venv /tmp/nilearn-venv
   `nibabel.as_closest_canonical`.
 - Plane: axial.
 - Filter: a slice is kept when the brain (voxels above 5 % of the volume
-  maximum) covers at least {args.min_brain_fraction:.0%} of it; of those,
-  {_every(args.step)} is kept ({args.step} mm apart), slice
-  indices {first}-{last} (MNI z = {first - 72} mm to {last - 72} mm).
-- Scaling: intensities mapped linearly from the {args.lo_pct} and
-  {args.hi_pct} percentiles of the whole volume to 0-255, clipped.
+  maximum) covers at least {args.min_brain_fraction:.0%} of the
+  197 x 233 slice; of those, {every} is kept ({args.step} mm apart):
+  slice indices {first}-{last}, MNI z = {first - 72} mm to {last - 72} mm.
+- Scaling: intensities mapped linearly from the {args.lo_pct} and {args.hi_pct}
+  percentiles of the whole volume to 0-255, clipped.
 - Orientation: radiological display, nose (anterior) up, the patient's right
   on the image's left.
 - Size: padded to a square with black (never stretched), resized to
@@ -223,11 +225,9 @@ def _every(n: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help="output folder (default: data/demo)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: data/demo)")
     parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--step", type=int, default=2,
-                        help="keep every STEP-th qualifying slice (default 2)")
+    parser.add_argument("--step", type=int, default=2, help="keep every STEP-th qualifying slice (default 2)")
     parser.add_argument("--min-brain-fraction", type=float, default=0.15)
     parser.add_argument("--lo-pct", type=float, default=0.5)
     parser.add_argument("--hi-pct", type=float, default=99.5)
@@ -243,16 +243,18 @@ def main(argv: list[str] | None = None) -> int:
     for stale in out_dir.glob("slice_*.png"):
         stale.unlink()
     for k in indices:
-        render(scaled[:, :, k], args.size).save(
-            out_dir / f"slice_{k:03d}.png", optimize=True
-        )
+        render(scaled[:, :, k], args.size).save(out_dir / f"slice_{k:03d}.png", optimize=True)
 
-    write_notice(args.out / "NOTICE.md", source_file=source_file,
-                 count=len(indices), first=indices[0], last=indices[-1],
-                 args=args)
+    write_notice(
+        args.out / "NOTICE.md",
+        source_file=source_file,
+        count=len(indices),
+        first=indices[0],
+        last=indices[-1],
+        args=args,
+    )
     total = sum(p.stat().st_size for p in out_dir.glob("slice_*.png"))
-    print(f"wrote {len(indices)} slices (z {indices[0]}-{indices[-1]}) to "
-          f"{out_dir} ({total / 1024:.0f} KiB)")
+    print(f"wrote {len(indices)} slices (z {indices[0]}-{indices[-1]}) to {out_dir} ({total / 1024:.0f} KiB)")
     return 0
 
 

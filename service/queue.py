@@ -100,7 +100,8 @@ def view(job: Job) -> dict[str, Any]:
 
 def list_jobs(queue: Queue) -> list[Job]:
     conn = queue.connection
-    ids = [i.decode() if isinstance(i, bytes) else i for i in conn.zrevrange(JOBS_INDEX_KEY, 0, -1)]
+    raw: list[bytes] = conn.zrevrange(JOBS_INDEX_KEY, 0, -1)  # type: ignore[assignment]
+    ids = [i.decode() for i in raw]
     jobs = Job.fetch_many(ids, connection=conn)
     gone = [i for i, j in zip(ids, jobs, strict=True) if j is None]
     if gone:

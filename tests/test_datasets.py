@@ -276,9 +276,16 @@ def _encrypted_zip() -> bytes:
     return patch_zip(plain, (6, b"\x01\x00"), (8, b"\x01\x00"))  # general purpose flag bit 0: encrypted
 
 
+def _eleven_members() -> bytes:
+    return zip_bytes({f"{i}.png": b"x" for i in range(11)})
+
+
+def _four_megabytes() -> bytes:
+    return zip_bytes({"big.png": bytes(4_000_000)})  # 4 MB of zeros: a few KB compressed
+
+
 def _lying_size_zip() -> bytes:
-    honest = zip_bytes({"big.png": bytes(4_000_000)})
-    return patch_zip(honest, (22, struct.pack("<I", 100)), (24, struct.pack("<I", 100)))
+    return patch_zip(_four_megabytes(), (22, struct.pack("<I", 100)), (24, struct.pack("<I", 100)))
 
 
 def _lying_count_zip() -> bytes:
@@ -296,12 +303,18 @@ HOSTILE: dict[str, tuple[Callable[[], bytes], dict[str, Any], int, str]] = {
     "drive": (lambda: zip_bytes({"C:\\evil.png": png(ellipse())}), {}, 422, "unsafe"),
     "symlink": (_symlink_zip, {}, 422, "symbolic link"),
     "encrypted": (_encrypted_zip, {}, 422, "encrypted"),
-    "too-many-members": (lambda: zip_bytes({f"{i}.png": b"x" for i in range(11)}), {"max_archive_members": 10}, 413, "members"),
+    "too-many-members": (_eleven_members, {"max_archive_members": 10}, 413, "members"),
     "lying-member-count": (_lying_count_zip, {"max_archive_members": 10}, 413, "members"),
-    "unpacks-too-large": (lambda: zip_bytes({"big.png": bytes(4_000_000)}), {"max_unpacked_bytes": 1_000_000}, 413, "unpacks"),
+    "unpacks-too-large": (_four_megabytes, {"max_unpacked_bytes": 1_000_000}, 413, "unpacks"),
     "lying-size": (_lying_size_zip, {"max_unpacked_bytes": 1_000_000}, 422, "corrupt"),
     "pixel-bomb": (lambda: zip_bytes({"ok.png": png(ellipse()), "bomb.png": png_bomb(20_000)}), {}, 413, "pixels"),
-    "pixel-limit": (lambda: zip_bytes({"big.png": png(ellipse(300, 300))}), {"max_image_pixels": 50_000}, 413, "pixels"),
+    "pixel-bomb-under-pil-limit": (lambda: zip_bytes({"bomb.png": png_bomb(9_000)}), {}, 413, "over the limit"),
+    "pixel-limit": (
+        lambda: zip_bytes({"big.png": png(ellipse(300, 300))}),
+        {"max_image_pixels": 50_000},
+        413,
+        "pixels",
+    ),
     "not-a-zip": (lambda: b"hello, this is not a zip archive" * 100, {}, 422, "not a valid zip"),
     "empty-zip": (lambda: zip_bytes({}), {}, 422, "no usable images"),
     "only-junk": (lambda: zip_bytes({"a.txt": b"x", "b.png": b"junk"}), {}, 422, "no usable images"),
@@ -343,7 +356,9 @@ def test_streamed_body_over_the_limit(make_client: Callable[..., TestClient], sa
         ({"files": {"file": ("a.zip", b"PK")}, "data": {"name": "\x01bad"}}, 422, "printable"),
     ],
 )
-def test_bad_requests(client: TestClient, sandbox: Callable[[], None], kwargs: dict, expected: int, detail: str) -> None:
+def test_bad_requests(
+    client: TestClient, sandbox: Callable[[], None], kwargs: dict, expected: int, detail: str
+) -> None:
     r = client.post("/datasets", **kwargs)
     assert r.status_code == expected, r.text
     assert detail in r.json()["detail"]

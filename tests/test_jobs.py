@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import torch
 from fastapi.testclient import TestClient
 from redis import Redis
@@ -135,7 +134,9 @@ def test_cancel_running_job(client: TestClient, store: Store, settings: Settings
     assert FailedJobRegistry(settings.queue_name, connection=redis).get_job_ids() == []
 
 
-def test_upload_train_publish(client: TestClient, store: Store, settings: Settings, redis: Redis, demo_zip: bytes) -> None:
+def test_upload_train_publish(
+    client: TestClient, store: Store, settings: Settings, redis: Redis, demo_zip: bytes
+) -> None:
     """The whole path: upload real MRI slices, train a tiny DCGAN with a burst worker, get a model."""
     r = client.post("/datasets", files={"file": ("demo.zip", demo_zip, "application/zip")})
     assert r.status_code == 201, r.text
@@ -202,4 +203,4 @@ def test_sigkilled_worker_job_resumes_from_checkpoint(
     assert job["progress"]["resumed_from_step"] == killed_at  # neither from zero nor lost
     assert job["retries_left"] == settings.job_retries - 1
     manifest = store.get_manifest(job["model_version"])
-    assert manifest.steps == 240 and len(manifest.model_extra["loss_history"]["d_loss"]) == 240
+    assert manifest.steps == 240 and len(manifest.loss_history["d_loss"]) == 240

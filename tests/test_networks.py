@@ -24,7 +24,11 @@ def test_dcgan_seed_matches_the_report() -> None:
 def test_dcgan_seed_layers_match_the_keras_summary() -> None:
     """Per-layer parameter counts as printed in the report's Keras model summaries."""
     G, D = build(TrainSpec(dataset="x", architecture="dcgan-seed", image_size=128))
-    g = [count_parameters(m) for m in G.modules() if isinstance(m, torch.nn.Linear | torch.nn.Conv2d | torch.nn.ConvTranspose2d)]
+    g = [
+        count_parameters(m)
+        for m in G.modules()
+        if isinstance(m, torch.nn.Linear | torch.nn.Conv2d | torch.nn.ConvTranspose2d)
+    ]
     d = [count_parameters(m) for m in D.modules() if isinstance(m, torch.nn.Linear | torch.nn.Conv2d)]
     assert g == [26_476_544, 524_416, 262_272, 2_049]
     assert d == [640, 73_856, 147_584, 295_168, 65_537]

@@ -14,7 +14,6 @@ from models.schemas import TrainSpec
 from models.training import CHECKPOINT, TrainingAborted, select_device, train
 from tests.conftest import blobs
 
-
 SPEC = TrainSpec(dataset="x", image_size=32, width=8, latent_dim=16, epochs=3, batch_size=8, seed=3)
 
 

@@ -84,7 +84,9 @@ def train(spec: dict[str, Any]) -> dict[str, Any]:
     dataset = store.get_dataset(train_spec.dataset)
     images, _labels = store.load_dataset(train_spec.dataset)
     device = select_device(settings.device)
-    log.info("job %s: training %s on %s (%d images) on %s", job.id, train_spec.architecture, dataset.id, len(images), device)
+    log.info(
+        "job %s: training %s on %s (%d images) on %s", job.id, train_spec.architecture, dataset.id, len(images), device
+    )
     workdir = store.job_dir(job.id)
     try:
         result = run_training(

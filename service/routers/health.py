@@ -27,5 +27,9 @@ def readyz(redis: RedisDep, store: StoreDep) -> JSONResponse:
         reasons.append(f"redis unreachable: {exc}")
     if not store.home.is_dir():
         reasons.append(f"store missing: {store.home}")
-    body = {"status": "ready" if not reasons else "not ready", "reasons": reasons, "active_model": store.active_version()}
+    body = {
+        "status": "ready" if not reasons else "not ready",
+        "reasons": reasons,
+        "active_model": store.active_version(),
+    }
     return JSONResponse(status_code=200 if not reasons else 503, content=body)
