@@ -1,0 +1,66 @@
+"""Redis resolution (configured, local, embedded), settings documentation, the store's atomicity."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+import models.redisconn as redisconn
+from models.settings import Settings
+from models.store import NotFoundError, Store, atomic_write_bytes
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_embedded_redis_starts_once_and_keeps_its_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(redisconn, "DEFAULT_URL", "redis://127.0.0.1:1/0")  # nothing answers there
+    settings = Settings(home=tmp_path / "home", _env_file=None)  # type: ignore[call-arg]
+    url = redisconn.resolve_url(settings)
+    assert url.startswith("redis://127.0.0.1:") and url != redisconn.DEFAULT_URL
+    try:
+        assert redisconn.resolve_url(settings) == url  # a second process finds the same server
+        Redis.from_url(url).set("drawai:test", "kept")
+    finally:
+        assert redisconn.stop_embedded(settings.home.resolve() / "redis")
+    assert not redisconn._answers(url)
+    url2 = redisconn.resolve_url(settings)  # restarted: the append-only file brings the data back
+    try:
+        assert Redis.from_url(url2).get("drawai:test") == b"kept"
+        assert (settings.home / "redis" / "appendonly.aof").exists()
+    finally:
+        redisconn.stop_embedded(settings.home.resolve() / "redis")
+
+
+def test_configured_redis_url_wins(redis_url: str) -> None:
+    settings = Settings(redis_url=redis_url, _env_file=None)  # type: ignore[call-arg]
+    assert redisconn.resolve_url(settings) == redis_url
+    assert redisconn.connect(settings).ping()
+
+
+def test_readme_documents_every_setting() -> None:
+    documented = set(re.findall(r"`(DRAWAI_[A-Z0-9_]+)`", README.read_text()))
+    expected = {f"DRAWAI_{name.upper()}" for name in Settings.model_fields}
+    assert expected <= documented, expected - documented
+
+
+def test_store_ids_cannot_escape(store: Store) -> None:
+    for bad in ("../etc", "a/b", "..", "", ".hidden", "x" * 65):
+        with pytest.raises(NotFoundError):
+            store.dataset_dir(bad)
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "model.json"
+    atomic_write_bytes(target, b"old")
+
+    def disk_full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("models.store.os.fsync", disk_full)
+    with pytest.raises(OSError):
+        atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.json"]  # no temp file left behind
