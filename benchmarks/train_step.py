@@ -1,9 +1,10 @@
 """Images/s of one training step: ``models.training.train`` against a plain PyTorch loop.
 
 Both sides use the same networks (``models.networks.build``), batch, optimizers (Adam, the
-spec's learning rates and betas) and BCE-with-logits losses. Runs alternate (ours, plain,
-ours, plain, ...) so machine noise hits both alike; the median images/s of each is reported
-with the ratio ours/plain (target >= 0.95: the harness adds no overhead).
+spec's learning rates and betas) and BCE-with-logits losses. Runs alternate (ours then plain,
+then plain then ours, ...) so machine noise hits both alike; the best images/s of each over
+the rounds is reported (noise on a shared machine only ever slows a run down, as with
+``timeit``'s minimum), with the ratio ours/plain (target >= 0.95: the harness adds no overhead).
 
     python benchmarks/train_step.py [--rounds 3] [--steps 6]
 """
@@ -11,7 +12,6 @@ with the ratio ours/plain (target >= 0.95: the harness adds no overhead).
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -93,7 +93,7 @@ def plain(spec: TrainSpec, images: np.ndarray, steps: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--steps", type=int, default=6)
     args = parser.parse_args()
     print(f"device: {select_device()}  torch {torch.__version__}  threads {torch.get_num_threads()}")
@@ -102,12 +102,16 @@ def main() -> None:
     for name, spec in CASES:
         images = images_for(spec, args.steps)
         a, b = [], []
-        for _ in range(args.rounds):
-            a.append(ours(spec, images, args.steps))
-            b.append(plain(spec, images, args.steps))
-        ratio = statistics.median(a) / statistics.median(b)
+        for r in range(args.rounds):
+            if r % 2 == 0:
+                a.append(ours(spec, images, args.steps))
+                b.append(plain(spec, images, args.steps))
+            else:
+                b.append(plain(spec, images, args.steps))
+                a.append(ours(spec, images, args.steps))
+        ratio = max(a) / max(b)
         worst = min(worst, ratio)
-        print(f"{name:<18}{spec.batch_size:>6}{statistics.median(a):>12.1f}{statistics.median(b):>13.1f}{ratio:>12.3f}")
+        print(f"{name:<18}{spec.batch_size:>6}{max(a):>12.1f}{max(b):>13.1f}{ratio:>12.3f}")
     print(f"worst ratio ours/plain: {worst:.3f} (target >= 0.95): {'PASS' if worst >= 0.95 else 'FAIL'}")
 
 
