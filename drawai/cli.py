@@ -30,6 +30,7 @@ DEMO_SPEC: dict[str, Any] = {
 
 def _logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll would bury the progress bar
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
