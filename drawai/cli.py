@@ -20,7 +20,7 @@ DEMO_SPEC: dict[str, Any] = {
     "architecture": "dcgan",
     "image_size": 64,
     "width": 32,
-    "epochs": 60,
+    "epochs": 300,
     "batch_size": 16,
     "augment": True,
     "seed": 7,

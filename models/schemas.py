@@ -37,7 +37,8 @@ class TrainSpec(BaseModel):
     # Base channel width of "dcgan" (G and D); 64 is the paper's, 8-16 trains on a CPU in seconds.
     width: int = Field(default=64, ge=4, le=1024)
     conditional: bool = False
-    augment: bool = False  # random horizontal flips
+    # Small-data augmentation: random flips of the reals, DiffAugment (translation, cutout) of every D input.
+    augment: bool = False
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     activate: bool = False  # activate the new model version even when another one is active
     checkpoint_every: int | None = Field(default=None, ge=1)  # steps; None: the worker's setting

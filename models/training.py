@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.augment import diff_augment
 from models.networks import build
 from models.plots import grid
 from models.schemas import TrainSpec
@@ -171,6 +172,9 @@ def train(
         grid(fake, ncols=4).save(workdir / "samples" / f"epoch_{epoch:04d}.png")
 
     # -- Phase 3: the adversarial loop ----------------------------------------------------------
+    def aug(x: torch.Tensor) -> torch.Tensor:
+        return diff_augment(x, noise)
+
     G.train()
     D.train()
     ones = torch.ones(batch, 1, device=device)
@@ -183,7 +187,7 @@ def train(
             order = _epoch_order(n, spec.seed, epoch)
         assert order is not None
         real = data[order[i * batch : (i + 1) * batch].to(device)]
-        if spec.augment:  # random horizontal flips (axial brain slices are near-symmetric)
+        if spec.augment:  # random horizontal flips of the reals (axial brain slices are near-symmetric)
             flip = (torch.rand(batch, generator=noise) < 0.5).to(device)
             real = torch.where(flip[:, None, None, None], real.flip(-1), real)
         z = torch.randn(batch, spec.latent_dim, generator=noise).to(device)
@@ -191,8 +195,9 @@ def train(
         # Discriminator: real -> 1, fake -> 0 (binary cross-entropy, the min-max loss).
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
             fake = G(z)
-            d_loss = F.binary_cross_entropy_with_logits(D(real), ones) + F.binary_cross_entropy_with_logits(
-                D(fake.detach()), zeros
+            d_real, d_fake = (real, fake.detach()) if not spec.augment else (aug(real), aug(fake.detach()))
+            d_loss = F.binary_cross_entropy_with_logits(D(d_real), ones) + F.binary_cross_entropy_with_logits(
+                D(d_fake), zeros
             )
         opt_d.zero_grad(set_to_none=True)
         scaler.scale(d_loss).backward()
@@ -200,7 +205,7 @@ def train(
 
         # Generator: make D call the fakes real (the non-saturating form).
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            g_loss = F.binary_cross_entropy_with_logits(D(fake), ones)
+            g_loss = F.binary_cross_entropy_with_logits(D(aug(fake) if spec.augment else fake), ones)
         opt_g.zero_grad(set_to_none=True)
         scaler.scale(g_loss).backward()
         scaler.step(opt_g)
