@@ -1,0 +1,154 @@
+"""ONNX Runtime inference for the API: loading verified model versions, the active-model holder.
+
+Torch-free. A ``LoadedModel`` is immutable: hot-swapping replaces the holder's reference, so a
+request (or batch) that already holds the old model finishes on it, and the next one gets the
+new one. Each API process watches ``models/ACTIVE`` in the store, so activating a version through
+any process (or any host sharing the store) swaps all of them without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.schemas import ModelManifest
+from models.store import NotFoundError, Store
+
+log = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+class ModelLoadError(Exception):
+    """A model version whose ONNX file is missing, corrupt, or does not match its manifest."""
+
+
+def choose_providers(preference: str = "auto") -> list[str]:
+    """CUDA first when ONNX Runtime offers it and it is wanted; the CPU always as the fallback."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if preference in ("auto", "cuda") and CUDA in available:
+        return [CUDA, CPU]
+    return [CPU]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    version: str
+    manifest: ModelManifest
+    session: Any  # onnxruntime.InferenceSession
+    provider: str  # the provider the session really uses
+
+    @property
+    def latent_dim(self) -> int:
+        return self.manifest.latent_dim
+
+    @property
+    def image_size(self) -> int:
+        return self.manifest.image_size
+
+    def run(self, z: np.ndarray) -> np.ndarray:
+        """``z [N, latent]`` float32 -> ``image [N, 1, H, W]`` float32 in ``[-1, 1]``."""
+        return np.asarray(self.session.run(["image"], {"z": z})[0])
+
+
+def load_model(store: Store, version: str, providers: list[str]) -> LoadedModel:
+    """Load a version's ONNX file after checking it against the manifest's sha256."""
+    import onnxruntime as ort
+
+    manifest = store.get_manifest(version)  # NotFoundError for unknown versions
+    path = store.model_dir(version) / "generator.onnx"
+    if not path.is_file():
+        raise ModelLoadError(f"model {version} has no generator.onnx")
+    digest = _sha256(path)
+    if digest != manifest.onnx_sha256:
+        raise ModelLoadError(f"model {version}: generator.onnx sha256 {digest[:12]} does not match its manifest")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), opts, providers=providers)
+        probe = session.run(["image"], {"z": np.zeros((1, manifest.latent_dim), np.float32)})[0]
+    except Exception as exc:  # ORT raises its own exception types for corrupt graphs
+        raise ModelLoadError(f"model {version}: ONNX Runtime cannot load generator.onnx: {exc}") from None
+    if probe.shape != (1, 1, manifest.image_size, manifest.image_size):
+        raise ModelLoadError(f"model {version}: output shape {probe.shape} does not match its manifest")
+    provider = session.get_providers()[0]
+    log.info("loaded model version=%s provider=%s", version, provider)
+    return LoadedModel(version, manifest, session, provider)
+
+
+class ModelHolder:
+    """The active model of this process, plus a small cache of pinned versions."""
+
+    def __init__(self, store: Store, providers: list[str], cache_size: int = 3) -> None:
+        self.store = store
+        self.providers = providers
+        self.active: LoadedModel | None = None
+        self.load_error: str | None = None
+        self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    def load_active(self) -> LoadedModel | None:
+        """(Re)load whatever ``models/ACTIVE`` names; keep the current model if that fails."""
+        version = self.store.active_version()
+        if version is None or (self.active is not None and self.active.version == version):
+            return self.active
+        try:
+            model = self.get(version)
+        except (ModelLoadError, NotFoundError) as exc:
+            self.load_error = str(exc)
+            log.error("cannot load active model %s: %s", version, exc)
+            return self.active
+        self.active, self.load_error = model, None
+        return model
+
+    def get(self, version: str) -> LoadedModel:
+        """A loaded version (cached); raises NotFoundError or ModelLoadError."""
+        if self.active is not None and self.active.version == version:
+            return self.active
+        with self._lock:
+            if version in self._cache:
+                self._cache.move_to_end(version)
+                return self._cache[version]
+        model = load_model(self.store, version, self.providers)
+        with self._lock:
+            self._cache[version] = model
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return model
+
+    def activate(self, version: str) -> LoadedModel:
+        """Verify and load ``version`` here first; only then make it the store's active version."""
+        model = self.get(version)
+        self.store.set_active(version)
+        self.active, self.load_error = model, None
+        log.info("activated model version=%s", version)
+        return model
+
+    async def watch(self, interval_s: float) -> None:
+        """Follow activations made by other processes (run as a background task)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await asyncio.to_thread(self.load_active)
+            except Exception:  # never let the watcher die
+                log.exception("model watcher failed")
