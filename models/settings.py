@@ -44,6 +44,16 @@ class Settings(BaseSettings):
     # Training device: "auto" picks CUDA when present, else CPU.
     device: str = "auto"
 
+    # Serving.
+    max_count: int = Field(default=256, ge=1)  # most images one POST /generate may ask for
+    # ONNX Runtime provider: "auto" uses CUDA when it really works, else the CPU; "cpu" forces the CPU.
+    onnx_provider: str = "auto"
+    # Dynamic batching: a request waits at most this long for others to share its inference call.
+    batch_max_size: int = Field(default=64, ge=1)
+    batch_max_wait_ms: float = Field(default=5.0, ge=0)
+    # How often each API process checks the store's ACTIVE pointer (hot swap across processes).
+    model_watch_interval_s: float = Field(default=1.0, gt=0)
+
 
 @lru_cache
 def get_settings() -> Settings:

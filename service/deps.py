@@ -10,6 +10,8 @@ from rq import Queue
 
 from models.settings import Settings
 from models.store import Store
+from service.batching import DynamicBatcher
+from service.inference import ModelHolder
 
 
 def _settings(request: Request) -> Settings:
@@ -32,3 +34,15 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 StoreDep = Annotated[Store, Depends(_store)]
 RedisDep = Annotated[Redis, Depends(_redis)]
 QueueDep = Annotated[Queue, Depends(_queue)]
+
+
+def _models(request: Request) -> ModelHolder:
+    return request.app.state.models
+
+
+def _batcher(request: Request) -> DynamicBatcher:
+    return request.app.state.batcher
+
+
+ModelsDep = Annotated[ModelHolder, Depends(_models)]
+BatcherDep = Annotated[DynamicBatcher, Depends(_batcher)]

@@ -5,6 +5,7 @@ Nothing happens at import time; the store and the Redis connection are opened in
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,7 +18,10 @@ from rq import Queue
 from models.redisconn import connect
 from models.settings import Settings, get_settings
 from models.store import NotFoundError, Store
-from service.routers import datasets, health, jobs
+from service.batching import DynamicBatcher
+from service.inference import ModelHolder, choose_providers
+from service.routers import datasets, generate, health, jobs
+from service.routers import models as models_router
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +34,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.store = Store(s.home).ensure()
         app.state.redis = connect(s)
         app.state.queue = Queue(s.queue_name, connection=app.state.redis)
-        log.info("api started home=%s queue=%s", app.state.store.home, s.queue_name)
+        holder = ModelHolder(app.state.store, choose_providers(s.onnx_provider))
+        await asyncio.to_thread(holder.load_active)
+        app.state.models = holder
+        app.state.batcher = DynamicBatcher(s.batch_max_size, s.batch_max_wait_ms / 1000)
+        await app.state.batcher.start()
+        watcher = asyncio.create_task(holder.watch(s.model_watch_interval_s), name="drawai-model-watcher")
+        log.info("api started home=%s queue=%s model=%s", app.state.store.home, s.queue_name,
+                 holder.active.version if holder.active else None)  # fmt: skip
         try:
             yield
         finally:
+            watcher.cancel()
+            await app.state.batcher.stop()
             app.state.redis.close()
 
     app = FastAPI(
@@ -45,6 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)
+    app.include_router(models_router.router)
+    app.include_router(generate.router)
 
     @app.exception_handler(NotFoundError)
     async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:

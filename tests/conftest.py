@@ -127,3 +127,25 @@ def demo_zip() -> bytes:
         for p in sorted(DEMO_SLICES.glob("*.png")):
             zf.write(p, f"mni152/{p.name}")
     return buf.getvalue()
+
+
+def publish_tiny_model(store: Store, seed: int = 0, epochs: int = 1, activate: bool = False) -> str:
+    """Train a tiny real DCGAN (32 px) in-process and publish it as a model version."""
+    from models.publish import publish
+    from models.training import train
+
+    spec_fields = {"image_size": 32, "width": 8, "latent_dim": 16, "batch_size": 8, "epochs": epochs, "seed": seed}
+    ds = put_dataset(store, blobs(16, seed=seed))
+    from models.schemas import TrainSpec
+
+    spec = TrainSpec(dataset=ds.id, activate=activate, **spec_fields)
+    workdir = store.jobs_dir / f"job-{ds.id}"
+    result = train(spec, store.load_dataset(ds.id)[0], workdir)
+    version, _ = publish(store, result, spec, ds, f"job-{ds.id}", workdir)
+    return version
+
+
+@pytest.fixture
+def model_version(store: Store) -> str:
+    """A published, active tiny model (v1) in the store, before the app starts."""
+    return publish_tiny_model(store)

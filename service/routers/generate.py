@@ -1,0 +1,69 @@
+"""``POST /generate``: synthetic slices from the active (or a pinned) model version."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Annotated, Literal
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Query, Response
+
+from service import encoders
+from service.deps import BatcherDep, ModelsDep, SettingsDep
+from service.inference import LoadedModel, ModelLoadError
+
+router = APIRouter(tags=["generate"])
+
+MAX_SEED = 2**31 - 1
+NO_MODEL = "no model is active: train one with POST /jobs/train, or activate one with POST /models/{version}/activate"
+
+
+def latents(latent_dim: int, seeds: list[int]) -> np.ndarray:
+    """One latent vector per seed: an image is reproducible from its own seed alone."""
+    return np.stack([np.random.default_rng(s).standard_normal(latent_dim, dtype=np.float32) for s in seeds])
+
+
+@router.post("/generate", responses={200: {"content": {t: {} for t in set(encoders.MEDIA_TYPES.values())}}})
+async def generate(
+    models: ModelsDep,
+    batcher: BatcherDep,
+    settings: SettingsDep,
+    count: Annotated[int, Query(ge=1, description="number of images (at most DRAWAI_MAX_COUNT)")] = 1,
+    seed: Annotated[int | None, Query(ge=0, le=MAX_SEED, description="image i uses seed + i")] = None,
+    model: Annotated[str | None, Query(description="model version; default the active one")] = None,
+    format: Annotated[Literal["png", "zip", "json", "npy", "grid"] | None, Query()] = None,
+    label: Annotated[str | None, Query(description="class (conditional models only)")] = None,
+) -> Response:
+    """Generate ``count`` images. Same seed, same model: byte-identical output."""
+    if count > settings.max_count:
+        raise HTTPException(422, f"count must be between 1 and {settings.max_count}")
+    fmt = format or ("png" if count == 1 else "zip")
+    if fmt == "png" and count != 1:
+        raise HTTPException(422, "format=png returns one image: use count=1, or format=zip, json, npy or grid")
+    loaded = await asyncio.to_thread(_resolve, models, model)
+    if label is not None:
+        raise HTTPException(422, f"model {loaded.version} is not conditional: it takes no label")
+    base = seed if seed is not None else secrets.randbelow(MAX_SEED - settings.max_count)
+    if base + count - 1 > MAX_SEED:
+        raise HTTPException(422, f"seed + count must stay below {MAX_SEED}")
+    seeds = list(range(base, base + count))
+    z = await asyncio.to_thread(latents, loaded.latent_dim, seeds)
+    images = await batcher.infer(loaded, z)
+    body = await asyncio.to_thread(encoders.encode, images, seeds, loaded.version, fmt)
+    headers = {"X-DrawAI-Model-Version": loaded.version, "X-DrawAI-Seed": str(base), "X-DrawAI-Synthetic": "true"}
+    if fmt in ("zip", "npy", "png", "grid"):
+        ext = {"grid": "png"}.get(fmt, fmt)
+        headers["Content-Disposition"] = f'attachment; filename="drawai-{loaded.version}-seed{base}.{ext}"'
+    return Response(body, media_type=encoders.MEDIA_TYPES[fmt], headers=headers)
+
+
+def _resolve(models: ModelsDep, version: str | None) -> LoadedModel:
+    if version is None:
+        if models.active is None:
+            raise HTTPException(503, NO_MODEL)
+        return models.active
+    try:
+        return models.get(version)  # NotFoundError -> 404
+    except ModelLoadError as exc:
+        raise HTTPException(409, str(exc)) from None

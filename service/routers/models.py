@@ -1,0 +1,64 @@
+"""Model versions: list, manifest, sample grid, activation (hot swap)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import FileResponse
+
+from models.schemas import ModelManifest
+from models.store import NotFoundError
+from service.deps import ModelsDep, StoreDep
+from service.inference import ModelLoadError
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+
+def _summary(m: ModelManifest, active: str | None) -> dict[str, Any]:
+    return {
+        "version": m.version,
+        "active": m.version == active,
+        "architecture": m.architecture,
+        "image_size": m.image_size,
+        "latent_dim": m.latent_dim,
+        "conditional": m.conditional,
+        "classes": m.classes,
+        "dataset": m.dataset,
+        "job_id": m.job_id,
+        "created": m.created,
+    }
+
+
+@router.get("")
+def list_models(store: StoreDep) -> list[dict[str, Any]]:
+    """Every model version, oldest first, with which one is active."""
+    active = store.active_version()
+    return [_summary(m, active) for m in store.list_models()]
+
+
+@router.get("/{version}")
+def get_model(version: str, store: StoreDep) -> dict[str, Any]:
+    """The version's manifest (``model.json``) and whether it is active."""
+    manifest = store.get_manifest(version)
+    return {**manifest.model_dump(exclude={"loss_history"}), "active": store.active_version() == version}
+
+
+@router.get("/{version}/samples.png", response_class=FileResponse)
+def get_samples(version: str, store: StoreDep) -> FileResponse:
+    store.get_manifest(version)  # 404 for unknown versions
+    path = store.model_dir(version) / "samples.png"
+    if not path.is_file():
+        raise NotFoundError(f"{version}/samples.png")
+    return FileResponse(path, media_type="image/png")
+
+
+@router.post("/{version}/activate")
+async def activate(version: str, models: ModelsDep) -> dict[str, Any]:
+    """Load and verify the version, then make it active in every API process (no restart)."""
+    try:
+        model = await asyncio.to_thread(models.activate, version)
+    except ModelLoadError as exc:
+        raise HTTPException(409, f"refused: {exc}; the active model is unchanged") from None
+    return {"version": model.version, "active": True, "provider": model.provider}
