@@ -6,6 +6,7 @@ import argparse
 import io
 import logging
 import shutil
+import signal
 import sys
 import time
 import zipfile
@@ -51,6 +52,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from drawai.stack import Stack
 
     stack = Stack(get_settings(), args.host, args.port)
+    stack.handle_signals()
     stack.start()
     try:
         stack.wait_ready()
@@ -86,6 +88,25 @@ def _follow(client: Any, job_id: str) -> dict[str, Any]:
             time.sleep(0.5)
 
 
+def _write_demo_outputs(client: Any, model_dir: Path, out: Path) -> list[Path]:
+    """16 synthetic slices (PNGs with provenance), their contact sheet, and the training samples."""
+    images = out / "images"
+    shutil.rmtree(images, ignore_errors=True)
+    images.mkdir(parents=True)
+    r = client.post("/generate", params={"count": 16, "seed": 0, "format": "zip"}).raise_for_status()
+    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+        names = [n for n in zf.namelist() if n.endswith(".png")]
+        for name in names:
+            (images / Path(name).name).write_bytes(zf.read(name))
+        (images / "manifest.json").write_bytes(zf.read("manifest.json"))
+    grid = out / "grid.png"
+    r = client.post("/generate", params={"count": 16, "seed": 0, "format": "grid"}).raise_for_status()
+    grid.write_bytes(r.content)
+    samples = out / "training_samples.png"
+    shutil.copyfile(model_dir / "samples.png", samples)
+    return [images, grid, samples]
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import httpx
 
@@ -94,6 +115,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     stack = Stack(get_settings(), "127.0.0.1", args.port)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the stack on the way out
     stack.start()
     try:
         stack.wait_ready()
@@ -109,10 +131,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 print(f"job {job['status']}: {job.get('error')}", file=sys.stderr)
                 return 1
             version = job["model_version"]
-            src = stack.home / "models" / version / "samples.png"
-            shutil.copyfile(src, out / "samples.png")
+            client.post(f"/models/{version}/activate").raise_for_status()  # this API process serves it now
             print(f"model {version} trained and active")
-            print(f"sample grid: {out / 'samples.png'}")
+            paths = _write_demo_outputs(client, stack.home / "models" / version, out)
+        print("wrote:")
+        for p in paths:
+            print(f"  {p}")
         return 0
     finally:
         stack.stop()

@@ -29,6 +29,17 @@ class Stack:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.embedded = False
         self.redis_url = ""
+        self.stopping = False
+
+    def handle_signals(self) -> None:
+        """SIGTERM and SIGINT (Ctrl-C) ask the stack to stop; call before ``start``."""
+
+        def handler(signum: int, _frame: object) -> None:
+            log.info("signal %d: stopping", signum)
+            self.stopping = True
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
 
     @property
     def url(self) -> str:
@@ -68,7 +79,7 @@ class Stack:
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self.stopping:
             for name, p in self.procs.items():
                 if p.poll() is not None:
                     raise RuntimeError(f"{name} exited with {p.returncode}; see {self.logs / (name + '.log')}")
@@ -78,18 +89,13 @@ class Stack:
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
+        if self.stopping:
+            return
         raise TimeoutError(f"the API did not answer on {self.url} within {timeout:.0f} s")
 
     def wait(self) -> int:
-        """Block until a child exits or a signal stops the stack."""
-        stop = {"sig": 0}
-
-        def handler(signum: int, _frame: object) -> None:
-            stop["sig"] = signum
-
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
-        while not stop["sig"]:
+        """Block until a child exits or a signal (see ``handle_signals``) stops the stack."""
+        while not self.stopping:
             for name, p in self.procs.items():
                 if p.poll() is not None:
                     log.error("%s exited with %s", name, p.returncode)
