@@ -12,6 +12,7 @@ from models.settings import Settings
 from models.store import Store
 from service.batching import DynamicBatcher
 from service.inference import ModelHolder
+from service.metrics import ApiMetrics
 
 
 def _settings(request: Request) -> Settings:
@@ -46,3 +47,10 @@ def _batcher(request: Request) -> DynamicBatcher:
 
 ModelsDep = Annotated[ModelHolder, Depends(_models)]
 BatcherDep = Annotated[DynamicBatcher, Depends(_batcher)]
+
+
+def _metrics(request: Request) -> ApiMetrics:
+    return request.app.state.metrics
+
+
+MetricsDep = Annotated[ApiMetrics, Depends(_metrics)]

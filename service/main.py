@@ -20,13 +20,17 @@ from models.settings import Settings, get_settings
 from models.store import NotFoundError, Store
 from service.batching import DynamicBatcher
 from service.inference import ModelHolder, choose_providers
+from service.metrics import ApiMetrics, RequestMetricsMiddleware
 from service.routers import datasets, generate, health, jobs
+from service.routers import metrics as metrics_router
 from service.routers import models as models_router
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    metrics = ApiMetrics()  # one registry per app: several apps in a process never collide
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         s = settings or get_settings()
@@ -37,7 +41,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         holder = ModelHolder(app.state.store, choose_providers(s.onnx_provider))
         await asyncio.to_thread(holder.load_active)
         app.state.models = holder
-        app.state.batcher = DynamicBatcher(s.batch_max_size, s.batch_max_wait_ms / 1000)
+        metrics.bind(app.state.queue, holder)
+        app.state.batcher = DynamicBatcher(s.batch_max_size, s.batch_max_wait_ms / 1000, metrics.observe_batch)
         await app.state.batcher.start()
         watcher = asyncio.create_task(holder.watch(s.model_watch_interval_s), name="drawai-model-watcher")
         log.info("api started home=%s queue=%s model=%s", app.state.store.home, s.queue_name,
@@ -55,11 +60,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
+    app.state.metrics = metrics
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(jobs.router)
     app.include_router(models_router.router)
     app.include_router(generate.router)
+    app.include_router(metrics_router.router)
 
     @app.exception_handler(NotFoundError)
     async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:

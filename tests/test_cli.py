@@ -27,6 +27,19 @@ def env_for(settings: Settings) -> dict[str, str]:
     return {**os.environ, "DRAWAI_HOME": str(settings.home), "DRAWAI_REDIS_URL": str(settings.redis_url)}
 
 
+def processes_of(home: Path) -> list[int]:
+    """Pids of live processes started for this DRAWAI_HOME (read from their environment)."""
+    needle = f"DRAWAI_HOME={home}".encode()
+    pids = []
+    for env in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if needle in env.read_bytes().split(b"\0") and int(env.parent.name) != os.getpid():
+                pids.append(int(env.parent.name))
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
 def test_up_serves_and_stops_cleanly_on_sigterm(settings: Settings) -> None:
     port = free_port()
     proc = subprocess.Popen(
@@ -46,11 +59,16 @@ def test_up_serves_and_stops_cleanly_on_sigterm(settings: Settings) -> None:
         else:
             raise AssertionError("drawai up did not answer")
         assert httpx.get(f"http://127.0.0.1:{port}/jobs", timeout=5).json() == []
+        assert len(processes_of(settings.home)) >= 3  # drawai up, its worker, its API
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
+        leftovers = processes_of(settings.home)
     finally:
         proc.kill()
+        for pid in processes_of(settings.home):  # never leak a worker into other tests
+            os.kill(pid, signal.SIGKILL)
     assert proc.returncode == 0, out.decode()
+    assert leftovers == [], "drawai up left processes running"
     log = out.decode()
     assert "worker: log in" in log and "api: log in" in log and "stack stopped" in log
     try:
@@ -64,13 +82,19 @@ def test_up_serves_and_stops_cleanly_on_sigterm(settings: Settings) -> None:
 def test_demo_end_to_end(settings: Settings, tmp_path: Path) -> None:
     """The main job on real MRI slices, shortened to 2 epochs: every output is written."""
     out = tmp_path / "demo"
-    r = subprocess.run(
-        [sys.executable, "-m", "drawai.cli", "demo", "--epochs", "2", "--out", str(out), "--port", str(free_port())],
-        env=env_for(settings),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    cmd = [sys.executable, "-m", "drawai.cli", "demo", "--epochs", "2", "--out", str(out), "--port", str(free_port())]
+    try:
+        r = subprocess.run(
+            cmd,
+            env=env_for(settings),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert processes_of(settings.home) == [], "the demo left processes running"
+    finally:
+        for pid in processes_of(settings.home):
+            os.kill(pid, signal.SIGKILL)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "57 real axial T1 slices" in r.stdout and "model v1 trained and active" in r.stdout
     pngs = sorted((out / "images").glob("*.png"))

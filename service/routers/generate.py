@@ -10,7 +10,7 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Response
 
 from service import encoders
-from service.deps import BatcherDep, ModelsDep, SettingsDep
+from service.deps import BatcherDep, MetricsDep, ModelsDep, SettingsDep
 from service.inference import LoadedModel, ModelLoadError
 
 router = APIRouter(tags=["generate"])
@@ -29,6 +29,7 @@ async def generate(
     models: ModelsDep,
     batcher: BatcherDep,
     settings: SettingsDep,
+    metrics: MetricsDep,
     count: Annotated[int, Query(ge=1, description="number of images (at most DRAWAI_MAX_COUNT)")] = 1,
     seed: Annotated[int | None, Query(ge=0, le=MAX_SEED, description="image i uses seed + i")] = None,
     model: Annotated[str | None, Query(description="model version; default the active one")] = None,
@@ -51,6 +52,7 @@ async def generate(
     z = await asyncio.to_thread(latents, loaded.latent_dim, seeds)
     images = await batcher.infer(loaded, z)
     body = await asyncio.to_thread(encoders.encode, images, seeds, loaded.version, fmt)
+    metrics.count_images(loaded.version, count)
     headers = {"X-DrawAI-Model-Version": loaded.version, "X-DrawAI-Seed": str(base), "X-DrawAI-Synthetic": "true"}
     if fmt in ("zip", "npy", "png", "grid"):
         ext = {"grid": "png"}.get(fmt, fmt)

@@ -1,14 +1,26 @@
-"""Liveness and readiness."""
+"""Liveness and readiness.
+
+``/healthz`` answers 200 while the process runs. ``/readyz`` answers 200 only when Redis answers
+and an active model is loaded (with the ONNX Runtime provider it really runs on), else 503 with
+the reasons, so a load balancer sends generation traffic only to processes that can serve it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from redis import Redis
 from redis.exceptions import RedisError
 
-from service.deps import RedisDep, StoreDep
+from service.deps import ModelsDep, RedisDep, StoreDep
 
 router = APIRouter(tags=["health"])
+
+REDIS_PING_TIMEOUT_S = 2.0
+NO_MODEL = "no active model: train one with POST /jobs/train (or activate one with POST /models/{version}/activate)"
 
 
 @router.get("/healthz")
@@ -17,19 +29,46 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
-def readyz(redis: RedisDep, store: StoreDep) -> JSONResponse:
-    """Redis reachable and the store writable."""
-    reasons = []
+async def _ping(redis: Redis) -> str | None:
+    """None when Redis answers, else why not (bounded: a hung connection must not hang the probe)."""
     try:
-        redis.ping()
-    except RedisError as exc:
-        reasons.append(f"redis unreachable: {exc}")
+        await asyncio.wait_for(asyncio.to_thread(redis.ping), REDIS_PING_TIMEOUT_S)
+    except TimeoutError:
+        return f"redis unreachable: no answer within {REDIS_PING_TIMEOUT_S:g} s"
+    except (RedisError, OSError) as exc:
+        return f"redis unreachable: {exc}"
+    return None
+
+
+@router.get(
+    "/readyz",
+    responses={
+        200: {"description": "ready: Redis answers and a model is loaded"},
+        503: {"description": "not ready, with the reasons"},
+    },
+)
+async def readyz(redis: RedisDep, store: StoreDep, models: ModelsDep) -> JSONResponse:
+    """Redis reachable and an active model loaded (version and provider in use)."""
+    reasons: list[str] = []
+    redis_problem = await _ping(redis)
+    if redis_problem is not None:
+        reasons.append(redis_problem)
     if not store.home.is_dir():
         reasons.append(f"store missing: {store.home}")
-    body = {
-        "status": "ready" if not reasons else "not ready",
-        "reasons": reasons,
-        "active_model": store.active_version(),
-    }
+    active = models.active
+    if active is None:
+        if models.load_error:
+            reasons.append(f"active model failed to load: {models.load_error}")
+        elif (version := store.active_version()) is None:
+            reasons.append(NO_MODEL)
+        else:
+            reasons.append(f"active model {version} is not loaded yet")
+    model = {"version": active.version, "provider": active.provider} if active is not None else None
+    body: dict[str, Any] = {"status": "ready" if not reasons else "not ready"}
+    if reasons:
+        body["reasons"] = reasons
+    body["redis"] = "ok" if redis_problem is None else "unreachable"
+    body["model"] = model
+    if active is not None and models.load_error:  # serving the previous version; the new one failed
+        body["warnings"] = [f"newly activated model failed to load: {models.load_error}"]
     return JSONResponse(status_code=200 if not reasons else 503, content=body)

@@ -1,0 +1,180 @@
+"""Prometheus metrics of the API: requests, generation, inference batches, jobs, the active model.
+
+Every app gets its own ``CollectorRegistry`` (``ApiMetrics.registry``), so several apps in one
+process (tests) never collide and ``/metrics`` shows only this app's series. Request metrics come
+from a pure ASGI middleware that never touches response bodies; their ``route`` label is the
+route *template* (``/jobs/{job_id}``), never the raw path, and ``unmatched`` for unknown paths,
+so the label set stays bounded whatever clients send.
+
+``drawai_jobs`` and ``drawai_active_model_info`` are computed at scrape time by custom
+collectors. A collector that fails (Redis down) is skipped and logged; ``/metrics`` still answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from service import queue as jobq
+
+if TYPE_CHECKING:
+    from rq import Queue
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+    from service.inference import ModelHolder
+
+log = logging.getLogger(__name__)
+
+JOB_STATUSES = ("queued", "started", "finished", "failed", "canceled")
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+INFERENCE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+UNMATCHED = "unmatched"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class JobsCollector(Collector):
+    """``drawai_jobs{status}``: the jobs the API lists, by status; all five statuses always present."""
+
+    def __init__(self, queue: Callable[[], Queue | None]) -> None:
+        self._queue = queue
+
+    def collect(self) -> Iterable[Metric]:
+        queue = self._queue()
+        if queue is None:  # before the lifespan has opened the queue
+            return []
+        try:
+            counts = dict.fromkeys(JOB_STATUSES, 0)
+            for job in jobq.list_jobs(queue):
+                status = jobq.status_of(job)
+                if status in counts:
+                    counts[status] += 1
+        except Exception as exc:  # Redis down: skip this metric, never fail the scrape
+            log.warning("metrics: cannot read jobs, drawai_jobs skipped: %s", exc)
+            return []
+        family = GaugeMetricFamily("drawai_jobs", "Training jobs known to the API, by status.", labels=["status"])
+        for status, n in counts.items():
+            family.add_metric([status], n)
+        return [family]
+
+
+class ActiveModelCollector(Collector):
+    """``drawai_active_model_info{version,provider} 1`` and ``drawai_active_model_loaded`` (1 or 0)."""
+
+    def __init__(self, models: Callable[[], ModelHolder | None]) -> None:
+        self._models = models
+
+    def collect(self) -> Iterable[Metric]:
+        holder = self._models()
+        active = holder.active if holder is not None else None
+        loaded = GaugeMetricFamily("drawai_active_model_loaded", "1 when this process serves an active model, else 0.")
+        loaded.add_metric([], 1 if active is not None else 0)
+        out: list[Metric] = [loaded]
+        if active is not None:
+            info = GaugeMetricFamily(
+                "drawai_active_model_info",
+                "The model version this process serves and the ONNX Runtime provider it runs on (always 1).",
+                labels=["version", "provider"],
+            )
+            info.add_metric([active.version, active.provider], 1)
+            out.append(info)
+        return out
+
+
+class ApiMetrics:
+    """This app's registry and the metrics recorded by the middleware, the batcher and the routes."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.queue: Queue | None = None
+        self.models: ModelHolder | None = None
+        r = self.registry
+        self.http_requests = Counter(
+            "drawai_http_requests", "HTTP requests answered, by method, route template and status.",
+            ["method", "route", "status"], registry=r,
+        )  # fmt: skip
+        self.http_request_duration = Histogram(
+            "drawai_http_request_duration_seconds", "Time to answer an HTTP request, by method and route template.",
+            ["method", "route"], registry=r,
+        )  # fmt: skip
+        self.images_generated = Counter(
+            "drawai_images_generated", "Synthetic images returned by POST /generate, by model version.",
+            ["model_version"], registry=r,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "drawai_generation_batch_size", "Latent rows per batched inference call.",
+            buckets=BATCH_SIZE_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.inference_duration = Histogram(
+            "drawai_inference_duration_seconds", "Time of one batched ONNX Runtime inference call.",
+            buckets=INFERENCE_BUCKETS, registry=r,
+        )  # fmt: skip
+        r.register(JobsCollector(lambda: self.queue))
+        r.register(ActiveModelCollector(lambda: self.models))
+
+    def bind(self, queue: Queue, models: ModelHolder) -> None:
+        """Give the scrape-time collectors what the lifespan opened."""
+        self.queue, self.models = queue, models
+
+    def observe_batch(self, rows: int, seconds: float) -> None:
+        """The ``DynamicBatcher`` observer: one call per inference batch."""
+        self.batch_size.observe(rows)
+        self.inference_duration.observe(seconds)
+
+    def count_images(self, model_version: str, count: int) -> None:
+        self.images_generated.labels(model_version=model_version).inc(count)
+
+
+def route_template(scope: Scope) -> str:
+    """The template of the route the router matched (``/jobs/{job_id}``), or ``unmatched``."""
+    route = scope.get("route")
+    if route is None:
+        return UNMATCHED
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return template if isinstance(template, str) and template else UNMATCHED
+
+
+class RequestMetricsMiddleware:
+    """Pure ASGI middleware: counts and times every HTTP request; bodies pass through untouched."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500  # an exception escaping the app becomes a 500 in ServerErrorMiddleware
+        t0 = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self._record(scope, status, time.perf_counter() - t0)
+
+    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+        method = scope.get("method", "GET")
+        method = method if method in _METHODS else "other"
+        route = route_template(scope)
+        m = self.metrics
+        m.http_requests.labels(method=method, route=route, status=str(status)).inc()
+        m.http_request_duration.labels(method=method, route=route).observe(seconds)
+
+
+def exposition(metrics: ApiMetrics) -> tuple[bytes, str]:
+    """The body and content type of ``GET /metrics``."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    return generate_latest(metrics.registry), CONTENT_TYPE_LATEST
