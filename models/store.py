@@ -16,6 +16,7 @@ place, so a reader sees a whole file or none. Torch-free.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -30,12 +31,18 @@ import numpy as np
 
 from models.schemas import DatasetInfo, ModelManifest
 
+log = logging.getLogger(__name__)
+
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _VERSION = re.compile(r"^v(\d+)$")
 
 
 class NotFoundError(KeyError):
     """An id that names nothing in the store."""
+
+
+class CorruptError(ValueError):
+    """A stored file that exists but cannot be read (a hand-edited or damaged manifest)."""
 
 
 def check_id(value: str) -> str:
@@ -191,7 +198,10 @@ class Store:
         out = []
         for p in self.models_dir.iterdir():
             if _VERSION.match(p.name) and (p / "model.json").is_file():
-                out.append(self.get_manifest(p.name))
+                try:
+                    out.append(self.get_manifest(p.name))
+                except CorruptError as exc:  # one damaged version must not hide the others
+                    log.warning("skipping model %s: %s", p.name, exc)
         return sorted(out, key=lambda m: int(m.version[1:]))
 
     def get_manifest(self, version: str) -> ModelManifest:
@@ -199,6 +209,8 @@ class Store:
             return ModelManifest.model_validate_json((self.model_dir(version) / "model.json").read_bytes())
         except FileNotFoundError:
             raise NotFoundError(version) from None
+        except ValueError as exc:  # pydantic's ValidationError
+            raise CorruptError(f"model {version}: model.json is not a valid manifest ({type(exc).__name__})") from None
 
     def active_version(self) -> str | None:
         try:

@@ -89,8 +89,15 @@ class DynamicBatcher:
         assert self._queue is not None
         while True:
             first = await self._queue.get()
-            batch = await self._gather(first)
-            await self._run_batch(batch)
+            batch = [first]
+            try:
+                batch = await self._gather(first)
+                await self._run_batch(batch)
+            except Exception as exc:  # the loop must never die: every later request would hang
+                log.exception("batcher failed")
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
         live = [p for p in batch if not p.future.done()]  # a client that went away is skipped
@@ -108,7 +115,10 @@ class DynamicBatcher:
                     p.future.set_exception(exc)
             return
         if self.observer is not None:
-            self.observer(len(z), time.perf_counter() - t0)
+            try:
+                self.observer(len(z), time.perf_counter() - t0)
+            except Exception:  # metrics must never fail a request
+                log.exception("batch observer failed")
         start = 0
         for p in live:
             n = len(p.z)

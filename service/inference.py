@@ -74,7 +74,10 @@ def load_model(store: Store, version: str, providers: list[str]) -> LoadedModel:
     """Load a version's ONNX file after checking it against the manifest's sha256."""
     import onnxruntime as ort
 
-    manifest = store.get_manifest(version)  # NotFoundError for unknown versions
+    try:
+        manifest = store.get_manifest(version)  # NotFoundError for unknown versions
+    except ValueError as exc:  # pydantic's ValidationError: a corrupt or hand-edited model.json
+        raise ModelLoadError(f"model {version}: model.json is not a valid manifest: {exc}") from None
     path = store.model_dir(version) / "generator.onnx"
     if not path.is_file():
         raise ModelLoadError(f"model {version} has no generator.onnx")
@@ -105,21 +108,44 @@ class ModelHolder:
         self.load_error: str | None = None
         self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
         self._cache_size = cache_size
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the cache
+        # Serializes "which version is active here" decisions: an activation through this process and
+        # the watcher following the store must never undo each other.
+        self._swap_lock = threading.Lock()
+        self._failed: tuple[str, tuple[int, ...]] | None = None  # (version, files' stat) that failed to load
+
+    def _files_stat(self, version: str) -> tuple[int, ...]:
+        """Size and mtime of a version's files: a failed load is retried only once they change."""
+        out: list[int] = []
+        for name in ("model.json", "generator.onnx"):
+            try:
+                st = (self.store.model_dir(version) / name).stat()
+                out += [st.st_size, st.st_mtime_ns]
+            except (OSError, NotFoundError):
+                out += [-1, -1]
+        return tuple(out)
 
     def load_active(self) -> LoadedModel | None:
         """(Re)load whatever ``models/ACTIVE`` names; keep the current model if that fails."""
         version = self.store.active_version()
-        if version is None or (self.active is not None and self.active.version == version):
-            return self.active
+        current = self.active
+        if version is None or (current is not None and current.version == version):
+            return current
+        stat = self._files_stat(version)
+        if self._failed == (version, stat):  # refused already, unchanged since: don't re-hash every tick
+            return current
         try:
             model = self.get(version)
         except (ModelLoadError, NotFoundError) as exc:
             self.load_error = str(exc)
+            self._failed = (version, stat)
             log.error("cannot load active model %s: %s", version, exc)
             return self.active
-        self.active, self.load_error = model, None
-        return model
+        with self._swap_lock:
+            # An activation may have happened while this one loaded: only the store's current choice wins.
+            if self.store.active_version() == version:
+                self.active, self.load_error, self._failed = model, None, None
+        return self.active
 
     def get(self, version: str) -> LoadedModel:
         """A loaded version (cached); raises NotFoundError or ModelLoadError."""
@@ -139,8 +165,9 @@ class ModelHolder:
     def activate(self, version: str) -> LoadedModel:
         """Verify and load ``version`` here first; only then make it the store's active version."""
         model = self.get(version)
-        self.store.set_active(version)
-        self.active, self.load_error = model, None
+        with self._swap_lock:
+            self.store.set_active(version)
+            self.active, self.load_error, self._failed = model, None, None
         log.info("activated model version=%s", version)
         return model
 

@@ -17,7 +17,7 @@ from rq import Queue
 
 from models.redisconn import connect
 from models.settings import Settings, get_settings
-from models.store import NotFoundError, Store
+from models.store import CorruptError, NotFoundError, Store
 from service.batching import DynamicBatcher
 from service.inference import ModelHolder, choose_providers
 from service.metrics import ApiMetrics, RequestMetricsMiddleware
@@ -72,6 +72,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(NotFoundError)
     async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:
         return JSONResponse(status_code=404, content={"detail": f"not found: {exc.args[0]}"})
+
+    @app.exception_handler(CorruptError)
+    async def _corrupt(request: Request, exc: CorruptError) -> JSONResponse:
+        return JSONResponse(status_code=409, content={"detail": str(exc)})
 
     @app.exception_handler(RedisError)
     async def _redis_down(request: Request, exc: RedisError) -> JSONResponse:
