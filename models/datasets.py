@@ -1,11 +1,14 @@
-"""Turning an uploaded archive into a stored dataset, in bounded memory.
+"""Turning an upload or an imported file or folder into a stored dataset, in bounded memory.
 
-``ingest_zip`` streams the image members of a ``.zip`` (``models.archives``) through the image
-decoder (``models.images``), appends each stored slice as one raw row to a file inside a
-staging folder of the store, then builds ``images.npy`` (uint8 ``[N, S, S]``) from those rows
-chunk by chunk through a memory map, writes ``labels.npy`` (int64 ``[N]``, class ids in sorted
-class-name order) and publishes the folder with ``Store.commit_dataset``. Only one image and one
-chunk are in memory at a time.
+``ingest`` takes any source that ``models.sources`` reads (a folder, a zip, a tar, a NIfTI volume,
+a DICOM file, an image), streams its slices one at a time (``models.sources.iter_slices``: images
+through ``models.images``, volumes through ``models.volumes``, DICOM through ``models.dicom``)
+into a ``models.curation.RowWriter``, which appends each stored slice
+as one raw row to a file inside a staging folder of the store and drops exact duplicates (reported
+as skipped). ``RowWriter.finish`` then builds ``images.npy`` (uint8 ``[N, S, S]``), ``labels.npy``
+(int64 ``[N]``, class ids in sorted class-name order) and the held-out ``split.npy`` chunk by chunk,
+with the statistics, and the folder is published with ``Store.commit_dataset``. Only one image and
+one chunk are in memory at a time.
 
 A refused upload (``UploadRefused`` and its subclasses, carrying the HTTP status) leaves nothing
 in the store: the staging folder is removed, and nothing is written outside ``DRAWAI_HOME``.
@@ -14,101 +17,87 @@ Torch-free.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-
-from models.archives import ArchiveRefused, iter_zip
-from models.images import SkipImage, UploadRefused, decode_image
+from models.archives import ArchiveRefused
+from models.curation import RowWriter
+from models.images import UploadRefused
 from models.schemas import DatasetInfo
 from models.settings import Settings
+from models.sources import iter_slices
 from models.store import Store
 
-__all__ = ["ArchiveRefused", "UploadRefused", "ingest_zip"]
+__all__ = ["ArchiveRefused", "UploadRefused", "ingest", "ingest_zip"]
 
 log = logging.getLogger(__name__)
 
-_ROWS_PER_CHUNK = 256
 _REPORTED_SKIPS = 5  # how many skip reasons the "no usable images" message quotes
 
 
 def _no_usable_images(skipped: list[dict[str, str]]) -> UploadRefused:
     if not skipped:
-        return UploadRefused(422, "no usable images: the archive holds no image files")
+        return UploadRefused(422, "no usable images: the upload holds no image, volume or DICOM files")
     shown = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped[:_REPORTED_SKIPS])
     more = f"; and {len(skipped) - _REPORTED_SKIPS} more" if len(skipped) > _REPORTED_SKIPS else ""
     return UploadRefused(422, f"no usable images: {len(skipped)} files skipped ({shown}{more})")
 
 
-def _build_arrays(rows_path: Path, staged: Path, class_of_row: list[str], size: int) -> tuple[dict[str, int], str]:
-    """Write ``images.npy`` and ``labels.npy`` into ``staged``; return the class counts and the sha256."""
-    names = sorted(set(class_of_row))
-    ids = {name: i for i, name in enumerate(names)}
-    labels = np.fromiter((ids[c] for c in class_of_row), dtype=np.int64, count=len(class_of_row))
-    n = len(class_of_row)
-    digest = hashlib.sha256()
-    row_bytes = size * size
-    images = np.lib.format.open_memmap(staged / "images.npy", mode="w+", dtype=np.uint8, shape=(n, size, size))
-    try:
-        with rows_path.open("rb") as rows:
-            for start in range(0, n, _ROWS_PER_CHUNK):
-                count = min(_ROWS_PER_CHUNK, n - start)
-                chunk = np.frombuffer(rows.read(count * row_bytes), dtype=np.uint8).reshape(count, size, size)
-                images[start : start + count] = chunk
-                digest.update(chunk.tobytes())
-        images.flush()
-    finally:
-        del images
-    np.save(staged / "labels.npy", labels)
-    digest.update(labels.tobytes())
-    counts = {name: int(np.count_nonzero(labels == i)) for i, name in enumerate(names)}
-    return counts, digest.hexdigest()
-
-
 def ingest_zip(path: Path, store: Store, settings: Settings, name: str) -> DatasetInfo:
-    """Store the images of the zip at ``path`` as a new dataset called ``name``.
+    """``ingest`` of an uploaded file (kept for callers from before other formats were read)."""
+    return ingest(path, store, settings, name)
 
-    Raises ``UploadRefused`` (``ArchiveRefused``, ``PixelBombError``) when the upload is refused
-    as a whole: 413 for limits, 422 for hostile or unusable content ("no usable images").
+
+def ingest(
+    source: Path,
+    store: Store,
+    settings: Settings,
+    name: str,
+    *,
+    filename: str | None = None,
+    allowed: Path | None = None,
+) -> DatasetInfo:
+    """Store the slices of ``source`` (a folder, zip, tar, NIfTI, DICOM or image file) as dataset ``name``.
+
+    ``filename`` is the name the file was sent under (its kind when magic bytes do not tell);
+    ``allowed`` bounds where symlinks in a folder may lead (default: the folder itself). Raises
+    ``UploadRefused`` (``ArchiveRefused``, ``PixelBombError``) when the upload is refused as a
+    whole: 413 for limits, 422 for hostile or unusable content ("no usable images").
     """
     size = settings.storage_size
     skipped: list[dict[str, str]] = []
-    class_of_row: list[str] = []
     with store.staging("dataset") as staged:
-        rows_path = staged / "rows.u8"
-        with rows_path.open("wb") as rows:
-            for member in iter_zip(path, settings, skipped):
-                try:
-                    pixels = decode_image(member.data, settings)
-                except SkipImage as exc:
-                    skipped.append({"file": member.path, "reason": exc.reason})
-                    continue
-                rows.write(pixels.tobytes())
-                class_of_row.append(member.class_name)
-        if not class_of_row:
+        with RowWriter(staged / "rows.u8", size) as rows:
+            for item in iter_slices(source, settings, skipped, staged, filename=filename, allowed=allowed):
+                duplicate = rows.add(item.pixels, item.class_name, item.path, item.original_size)
+                if duplicate is not None:
+                    skipped.append({"file": item.path, "reason": duplicate})
+        if not rows.count:
             raise _no_usable_images(skipped)
-        classes, sha256 = _build_arrays(rows_path, staged, class_of_row, size)
-        rows_path.unlink()
+        curated = rows.finish(staged, settings.heldout_fraction, settings.split_seed)
         info = DatasetInfo(
             id=store.new_dataset_id(),
             name=name,
-            images=len(class_of_row),
-            classes=classes,
+            images=curated.images,
+            classes=curated.classes,
             image_size=size,
-            sha256=sha256,
+            sha256=curated.sha256,
             created=datetime.now(UTC).isoformat(),
             skipped=skipped,
+            split=curated.split,
+            stats=curated.stats,
         )
         store.commit_dataset(staged, info)
     log.info(
-        "dataset stored id=%s name=%s images=%d classes=%s skipped=%d",
+        "dataset stored id=%s name=%s images=%d classes=%s train=%d heldout=%d duplicates=%d skipped=%d",
         info.id,
         info.name,
         info.images,
-        classes,
+        info.classes,
+        curated.split.train,
+        curated.split.heldout,
+        curated.stats.duplicates,
         len(skipped),
     )
     return info

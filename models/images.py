@@ -12,6 +12,9 @@
    images), min-max normalized to 0..255 and padded, centred, with black to ``S x S``: never
    stretched.
 
+``square_slice`` does step 4 for a 2-D array (NIfTI slices, DICOM frames: ``models.volumes``,
+``models.dicom``), optionally with a fixed intensity range and non-square pixels.
+
 Problems with one file raise ``SkipImage(reason)``: the file is skipped and reported, the rest
 of the upload goes on. Torch-free.
 """
@@ -88,11 +91,15 @@ def _gray(img: Image.Image) -> Image.Image:
     return img.convert("RGB").convert("L")  # CMYK, YCbCr, LAB, HSV, 1 and friends
 
 
-def _fit(gray: Image.Image, size: int) -> np.ndarray:
-    """Resize so the longer side is ``size`` (aspect ratio kept); float32 array of the result."""
+def _fit(gray: Image.Image, size: int, pixel_aspect: float = 1.0) -> np.ndarray:
+    """Resize so the longer side is ``size`` (aspect ratio kept); float32 array of the result.
+
+    ``pixel_aspect`` is the height of one pixel over its width (DICOM pixel spacing, NIfTI voxel
+    sizes): 2.0 makes every row count as two, so anisotropic pixels come out with their true shape.
+    """
     width, height = gray.size
-    scale = size / max(width, height)
-    target = (max(1, round(width * scale)), max(1, round(height * scale)))
+    scale = size / max(width, height * pixel_aspect)
+    target = (max(1, round(width * scale)), max(1, round(height * pixel_aspect * scale)))
     factor = max(width, height) // (2 * size)
     if factor >= 2:  # box-average huge images first: bounded memory, no aliasing
         gray = gray.reduce(factor)
@@ -101,6 +108,56 @@ def _fit(gray: Image.Image, size: int) -> np.ndarray:
     if gray.size != target:
         gray = gray.resize(target, Image.Resampling.LANCZOS)
     return np.asarray(gray, dtype=np.float32)
+
+
+def _finish(fitted: np.ndarray, size: int, value_range: tuple[float, float] | None) -> np.ndarray:
+    """Map ``fitted`` to 0..255 (its own min-max, or the fixed ``value_range``) and pad it, centred, to a square."""
+    if value_range is None:
+        lo, hi = float(fitted.min()), float(fitted.max())
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise SkipImage("corrupt or truncated image")
+        if hi - lo <= 1e-6 * max(1.0, abs(hi)):
+            raise SkipImage("blank image")
+    else:
+        lo, hi = value_range
+    normalized = np.rint((fitted - lo) * (255.0 / (hi - lo)))
+    out = np.zeros((size, size), dtype=np.uint8)
+    h, w = normalized.shape
+    top, left = (size - h) // 2, (size - w) // 2
+    out[top : top + h, left : left + w] = np.clip(normalized, 0, 255).astype(np.uint8)
+    return out
+
+
+def square_slice(
+    pixels: np.ndarray,
+    settings: Settings,
+    *,
+    value_range: tuple[float, float] | None = None,
+    pixel_aspect: float = 1.0,
+) -> np.ndarray:
+    """A 2-D array (a volume slice, a DICOM frame; any real dtype) as a stored ``uint8 [S, S]`` slice.
+
+    The same resize, normalization and padding as ``decode_image``. ``value_range`` None: the
+    slice's own min-max becomes 0..255, as for images; else that fixed range does (volumes scaled
+    once per volume keep their slices' relative brightness). Raises ``PixelBombError`` over
+    ``max_image_pixels`` and ``SkipImage`` for too small, blank or non-finite slices.
+    """
+    if pixels.ndim != 2:
+        raise SkipImage(f"not a 2-D image (shape {pixels.shape})")
+    height, width = pixels.shape
+    if width * height > settings.max_image_pixels:
+        limit = settings.max_image_pixels
+        raise PixelBombError(f"slice of {width}x{height} pixels is over the limit of {limit} pixels")
+    if min(width, height) < settings.min_image_side:
+        raise SkipImage(f"too small ({width}x{height} < min side {settings.min_image_side})")
+    arr = np.ascontiguousarray(pixels, dtype=np.float32)
+    lo, hi = float(arr.min()), float(arr.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise SkipImage("corrupt pixel data (not finite)")
+    if lo == hi:
+        raise SkipImage("blank image")
+    fitted = _fit(Image.fromarray(arr), settings.storage_size, pixel_aspect)
+    return _finish(fitted, settings.storage_size, value_range)
 
 
 def decode_image(data: bytes, settings: Settings) -> np.ndarray:
@@ -124,15 +181,23 @@ def decode_image(data: bytes, settings: Settings) -> np.ndarray:
             raise SkipImage("corrupt or truncated image") from None
         if lo == hi:
             raise SkipImage("blank image")
-        fitted = _fit(gray, size)
-    lo_f, hi_f = float(fitted.min()), float(fitted.max())
-    if not (np.isfinite(lo_f) and np.isfinite(hi_f)):
-        raise SkipImage("corrupt or truncated image")
-    if hi_f - lo_f <= 1e-6 * max(1.0, abs(hi_f)):
-        raise SkipImage("blank image")
-    normalized = np.rint((fitted - lo_f) * (255.0 / (hi_f - lo_f)))
-    out = np.zeros((size, size), dtype=np.uint8)
-    h, w = normalized.shape
-    top, left = (size - h) // 2, (size - w) // 2
-    out[top : top + h, left : left + w] = np.clip(normalized, 0, 255).astype(np.uint8)
-    return out
+        fitted = _fit(gray, size)  # PIL's box reduction first: huge images never become float arrays whole
+    return _finish(fitted, size, None)
+
+
+_EXIF_ORIENTATION = 0x0112
+_SIDES_SWAPPED = {5, 6, 7, 8}  # EXIF orientations that rotate by 90 degrees
+
+
+def decode_image_with_size(data: bytes, settings: Settings) -> tuple[np.ndarray, tuple[int, int]]:
+    """``decode_image``, and the file's original ``(width, height)`` as displayed (EXIF rotation applied).
+
+    The size is read from the header again (cheap: nothing is decoded twice), so ``decode_image``
+    stays the one decoder.
+    """
+    pixels = decode_image(data, settings)
+    with Image.open(io.BytesIO(data)) as img:
+        width, height = img.size
+        if img.getexif().get(_EXIF_ORIENTATION) in _SIDES_SWAPPED:
+            width, height = height, width
+    return pixels, (width, height)

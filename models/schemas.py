@@ -72,6 +72,41 @@ class JobProgress(BaseModel):
     resumed_from_step: int | None = None
 
 
+class SplitInfo(BaseModel):
+    """The held-out split of a dataset (``split.npy`` in its folder): training never reads held-out rows."""
+
+    train: int
+    heldout: int
+    fraction: float  # the requested held-out fraction (DRAWAI_HELDOUT_FRACTION)
+    seed: int  # DRAWAI_SPLIT_SEED
+    classes: dict[str, dict[str, int]] = Field(default_factory=dict)  # class -> {"train": n, "heldout": m}
+
+
+class SizeSummary(BaseModel):
+    min: int
+    median: float
+    max: int
+
+
+class SizeBucket(BaseModel):
+    min: int
+    max: int | None  # None: open-ended
+    count: int
+
+
+class DatasetStats(BaseModel):
+    """Statistics gathered while a dataset's rows were written (original sizes are before padding/resizing)."""
+
+    duplicates: int = 0  # exact duplicates removed (each one is listed in ``skipped``)
+    width: SizeSummary | None = None
+    height: SizeSummary | None = None
+    longer_side: list[SizeBucket] = Field(default_factory=list)  # histogram of the original longer side
+    common_sizes: dict[str, int] = Field(default_factory=dict)  # the most common original "WxH" sizes
+    intensity_bin_width: int = 8  # gray levels per bin of ``intensity_histogram``
+    intensity_histogram: list[int] = Field(default_factory=list)  # stored pixels per bin over 0..255
+    intensity_mean: float = 0.0
+
+
 class DatasetInfo(BaseModel):
     """A stored dataset, as ``POST /datasets`` and ``GET /datasets/{id}`` return it."""
 
@@ -83,6 +118,13 @@ class DatasetInfo(BaseModel):
     sha256: str  # hash of the stored pixels and labels
     created: str
     skipped: list[dict[str, str]] = Field(default_factory=list)
+    split: SplitInfo | None = None  # None: stored before held-out splits existed; all of it is training data
+    stats: DatasetStats | None = None  # None: stored before statistics existed
+
+    @property
+    def train_images(self) -> int:
+        """How many images training sees: the train split (all images for datasets without a split)."""
+        return self.split.train if self.split is not None else self.images
 
 
 class ModelManifest(BaseModel):

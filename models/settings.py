@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,6 +29,24 @@ class Settings(BaseSettings):
     min_image_side: int = 32  # smaller images are skipped as "too small"
     # Images are stored padded to square and resized to this side, the largest trainable size.
     storage_size: int = 256
+    # Every dataset keeps this fraction of each class as a held-out split that training never reads
+    # (at least one image per class stays in training); the split is drawn with this seed.
+    heldout_fraction: float = Field(default=0.15, ge=0.0, lt=1.0)
+    split_seed: int = Field(default=0, ge=0)
+
+    # Volumes and scans. NIfTI volumes are reoriented to RAS and cut along this plane: axial,
+    # coronal or sagittal; 4-D volumes give this frame (0: the first).
+    nifti_plane: Literal["axial", "coronal", "sagittal"] = "axial"
+    nifti_frame: int = Field(default=0, ge=0)
+    # A slice is kept when the body (voxels above 5% of the scaled range) fills this fraction of it.
+    nifti_min_body_fraction: float = Field(default=0.15, ge=0.0, le=1.0)
+    # Intensity percentiles mapped to black and white, per NIfTI volume and per DICOM series
+    # without a window (robust to a few very bright or dark voxels).
+    intensity_low_pct: float = Field(default=0.5, ge=0.0, lt=100.0)
+    intensity_high_pct: float = Field(default=99.5, gt=0.0, le=100.0)
+    # Folder that POST /datasets/import may read datasets from (a folder, archive or volume under
+    # it); None: server-side import is disabled (403).
+    import_dir: Path | None = None
 
     # Jobs.
     job_timeout_s: int = 7 * 24 * 3600  # training can take days on a large dataset
@@ -53,6 +72,15 @@ class Settings(BaseSettings):
     batch_max_wait_ms: float = Field(default=5.0, ge=0)
     # How often each API process checks the store's ACTIVE pointer (hot swap across processes).
     model_watch_interval_s: float = Field(default=1.0, gt=0)
+
+    # Command line: the API that `drawai datasets ...` talks to (its --url overrides this).
+    api_url: str = "http://127.0.0.1:8000"
+
+    @model_validator(mode="after")
+    def _check_percentiles(self) -> Settings:
+        if self.intensity_low_pct >= self.intensity_high_pct:
+            raise ValueError("intensity_low_pct must be below intensity_high_pct")
+        return self
 
 
 @lru_cache

@@ -2,7 +2,8 @@
 
 Layout::
 
-    datasets/<id>/dataset.json, images.npy (uint8 [N, S, S]), labels.npy (int64 [N])
+    datasets/<id>/dataset.json, images.npy (uint8 [N, S, S]), labels.npy (int64 [N]),
+                  split.npy (bool [N], True = held out; training rows first)
     jobs/<job id>/checkpoint.pt, samples/epoch_0001.png, history.json
     models/<version>/generator.onnx, model.json, samples.png
     models/ACTIVE                    the active version's name
@@ -25,7 +26,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _VERSION = re.compile(r"^v(\d+)$")
+
+DatasetSplit = Literal["train", "heldout", "all"]
 
 
 class NotFoundError(KeyError):
@@ -149,12 +152,29 @@ class Store:
                 continue
         return sorted(out, key=lambda i: i.created)
 
-    def load_dataset(self, dataset_id: str) -> tuple[np.ndarray, np.ndarray]:
-        """Images (uint8 ``[N, S, S]``, memory-mapped) and labels (int64 ``[N]``)."""
+    def load_dataset(self, dataset_id: str, split: DatasetSplit = "train") -> tuple[np.ndarray, np.ndarray]:
+        """Images (uint8 ``[N, S, S]``, memory-mapped) and labels (int64 ``[N]``) of one split.
+
+        ``"train"`` (what training reads), ``"heldout"`` or ``"all"``. A dataset stored without
+        ``split.npy`` (before held-out splits existed) is all training data.
+        """
+        if split not in ("train", "heldout", "all"):
+            raise ValueError(f"unknown split {split!r}: use train, heldout or all")
         d = self.dataset_dir(dataset_id)
         if not (d / "dataset.json").is_file():
             raise NotFoundError(dataset_id)
-        return np.load(d / "images.npy", mmap_mode="r"), np.load(d / "labels.npy")
+        images, labels = np.load(d / "images.npy", mmap_mode="r"), np.load(d / "labels.npy")
+        if split == "all":
+            return images, labels
+        split_path = d / "split.npy"
+        heldout = np.load(split_path) if split_path.is_file() else np.zeros(len(labels), dtype=bool)
+        if heldout.shape != labels.shape or heldout.dtype != bool:
+            raise CorruptError(f"dataset {dataset_id}: split.npy does not match labels.npy")
+        rows = np.flatnonzero(heldout if split == "heldout" else ~heldout)
+        if len(rows) == 0 or rows[-1] - rows[0] + 1 == len(rows):  # contiguous (as stored): a view, no copy
+            start = int(rows[0]) if len(rows) else 0
+            return images[start : start + len(rows)], labels[start : start + len(rows)]
+        return images[rows], labels[rows]
 
     def delete_dataset(self, dataset_id: str) -> None:
         d = self.dataset_dir(dataset_id)

@@ -2,7 +2,8 @@
 """Build the bundled demo dataset of real brain MRI slices.
 
 This is a maintainer-only script. Draw.AI itself and its tests never import it
-and never need nilearn or nibabel; they only read the PNG files it writes.
+and never need nilearn; they only read the files it writes (the demo PNGs, and
+the tests' small NIfTI volume).
 
 Source
 ------
@@ -48,6 +49,9 @@ the repository)::
 
 Re-running replaces the ``slice_*.png`` files in the output folder and
 rewrites ``NOTICE.md``; the result is deterministic.
+
+``--test-volume tests/data/mni152_small.nii.gz`` writes only the small NIfTI
+volume the tests read (see ``tests/data/NOTICE.md``).
 """
 
 from __future__ import annotations
@@ -156,6 +160,35 @@ def render(slice01: np.ndarray, size: int):
     return Image.fromarray(arr, mode="L")
 
 
+def write_test_volume(path: Path) -> None:
+    """A small real NIfTI volume for the tests: the 2 mm template, cropped to the brain, as uint8.
+
+    Written deterministically (gzip without a timestamp), RAS, with the cropped affine and the
+    MNI sform/qform codes, so that reading it back gives MNI millimetres.
+    """
+    import gzip
+
+    import nibabel as nib
+    from nilearn import datasets
+
+    img = nib.as_closest_canonical(datasets.load_mni152_template(resolution=2))
+    data = np.asarray(img.get_fdata(), dtype=np.float64)
+    idx = np.argwhere(data > 0.05 * data.max())
+    lo = np.maximum(idx.min(axis=0) - 2, 0)
+    hi = np.minimum(idx.max(axis=0) + 3, data.shape)
+    crop = data[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    u8 = np.clip(np.rint(crop / crop.max() * 255.0), 0, 255).astype(np.uint8)
+    affine = img.affine.copy()
+    affine[:3, 3] = img.affine[:3, :3] @ lo + img.affine[:3, 3]
+    out = nib.Nifti1Image(u8, affine)
+    out.header.set_xyzt_units("mm")
+    out.set_sform(affine, code=4)
+    out.set_qform(affine, code=4)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(out.to_bytes(), compresslevel=9, mtime=0))
+    print(f"wrote {path}: {u8.shape} voxels of 2 mm, {path.stat().st_size / 1024:.0f} KiB")
+
+
 def write_notice(path: Path, *, source_file: str, count: int, first: int, last: int, args: argparse.Namespace) -> None:
     every = _every(args.step)
     text = f"""# Demo data: real brain MRI slices (MNI ICBM152 2009a template)
@@ -231,9 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-brain-fraction", type=float, default=0.15)
     parser.add_argument("--lo-pct", type=float, default=0.5)
     parser.add_argument("--hi-pct", type=float, default=99.5)
+    parser.add_argument("--test-volume", type=Path, help="write only the tests' small NIfTI volume to this path")
     args = parser.parse_args(argv)
 
     block_network()
+    if args.test_volume is not None:
+        write_test_volume(args.test_volume)
+        return 0
     vol, source_file = load_volume()
     scaled = scale_intensities(vol, args.lo_pct, args.hi_pct)
     indices = select_slices(vol, args.min_brain_fraction, args.step)

@@ -1,4 +1,4 @@
-"""Streaming upload bodies to disk: multipart forms (parsed as they arrive) and raw zip bodies.
+"""Streaming upload bodies to disk: multipart forms (parsed as they arrive) and raw bodies.
 
 The body is never held whole in memory: multipart bodies go through ``python_multipart``'s
 streaming parser chunk by chunk, and the upload is refused with 413 as soon as it passes the limit.
@@ -16,9 +16,25 @@ from python_multipart.multipart import parse_options_header
 
 from models.datasets import UploadRefused
 
-RAW_TYPES = frozenset(
-    {"application/zip", "application/x-zip-compressed", "application/x-zip", "application/octet-stream"}
-)
+# Raw body types, with the file name that tells their kind when the bytes do not (see models.sources).
+CONTENT_TYPE_NAMES: dict[str, str | None] = {
+    "application/zip": "upload.zip",
+    "application/x-zip-compressed": "upload.zip",
+    "application/x-zip": "upload.zip",
+    "application/x-tar": "upload.tar",
+    "application/x-gtar": "upload.tar.gz",
+    "application/x-compressed-tar": "upload.tar.gz",
+    "application/gzip": None,  # a .tar.gz or a .nii.gz: the bytes tell
+    "application/x-gzip": None,
+    "application/dicom": "upload.dcm",
+    "application/x-nifti": "upload.nii",
+    "image/png": "upload.png",
+    "image/jpeg": "upload.jpg",
+    "image/tiff": "upload.tif",
+    "image/bmp": "upload.bmp",
+    "application/octet-stream": None,
+}
+RAW_TYPES = frozenset(CONTENT_TYPE_NAMES)
 FILE_FIELD = "file"
 NAME_FIELD = "name"
 MAX_NAME = 100
@@ -97,11 +113,11 @@ class _Form:
         if not self.ended:
             raise UploadRefused(400, "incomplete multipart body")
         if not self._file_seen:
-            raise UploadRefused(422, f"missing form field {FILE_FIELD!r} (the .zip to upload)")
+            raise UploadRefused(422, f"missing form field {FILE_FIELD!r} (the file to upload)")
 
 
 async def receive_upload(request: Request, dest: Path, limit: int) -> _Form | None:
-    """Stream the body's archive into ``dest``; the parsed form for multipart bodies, else None.
+    """Stream the body's file into ``dest``; the parsed form for multipart bodies, else None.
 
     Raises ``UploadRefused``: 413 past ``limit`` bytes, 415 for other content types, 400 for
     malformed bodies.
@@ -114,7 +130,11 @@ async def receive_upload(request: Request, dest: Path, limit: int) -> _Form | No
             raise UploadRefused(400, "multipart body without a boundary")
         form = _Form(params[b"boundary"])
     elif content_type and content_type not in RAW_TYPES:
-        raise UploadRefused(415, f"unsupported content type {content_type!r}: send a multipart form or application/zip")
+        raise UploadRefused(
+            415,
+            f"unsupported content type {content_type!r}: send a multipart form, or the file itself as "
+            "application/zip, application/gzip, application/x-tar, application/dicom or application/octet-stream",
+        )
     received = 0
     async with await anyio.open_file(dest, "wb") as out:
         async for chunk in request.stream():
@@ -134,6 +154,12 @@ async def receive_upload(request: Request, dest: Path, limit: int) -> _Form | No
     if form is not None:
         form.check_complete()
     return form
+
+
+def name_for_content_type(request: Request) -> str | None:
+    """A file name telling the kind of a raw body from its content type (None: the bytes must tell)."""
+    mime, _ = parse_options_header(request.headers.get("content-type"))
+    return CONTENT_TYPE_NAMES.get(mime.decode("latin-1").lower())
 
 
 def check_declared_length(request: Request, limit: int) -> None:

@@ -82,10 +82,16 @@ def train(spec: dict[str, Any]) -> dict[str, Any]:
 
     reporter.phase("loading")
     dataset = store.get_dataset(train_spec.dataset)
-    images, _labels = store.load_dataset(train_spec.dataset)
+    images, _labels = store.load_dataset(train_spec.dataset, split="train")  # never the held-out split
     device = select_device(settings.device)
     log.info(
-        "job %s: training %s on %s (%d images) on %s", job.id, train_spec.architecture, dataset.id, len(images), device
+        "job %s: training %s on %s (%d training images of %d) on %s",
+        job.id,
+        train_spec.architecture,
+        dataset.id,
+        len(images),
+        dataset.images,
+        device,
     )
     workdir = store.job_dir(job.id)
     try:

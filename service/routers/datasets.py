@@ -1,9 +1,16 @@
-"""Datasets: upload (``POST /datasets``), list, show, delete.
+"""Datasets: upload (``POST /datasets``), server-side import (``POST /datasets/import``), list, show, delete.
 
-An upload is a ``.zip`` sent either as a multipart form (``curl -F file=@slices.zip -F name=mine``)
-or as the raw body (``Content-Type: application/zip`` or ``application/octet-stream``, with an
-optional ``?name=``). ``service.uploads`` streams it to a temp file under the store's ``tmp/``;
-ingestion (``models.datasets.ingest_zip``) then runs in a worker thread, off the event loop.
+An upload is one file: a ``.zip`` or ``.tar``/``.tar.gz`` of images, volumes or DICOM files, or a
+single NIfTI volume, DICOM file or image. It is sent either as a multipart form (``curl -F
+file=@scan.nii.gz -F name=mine``) or as the raw body (``application/zip``, ``application/gzip``,
+``application/x-tar``, ``application/dicom``, ``application/octet-stream``..., with optional
+``?name=`` and ``?filename=``); its kind is told by magic bytes, then by the file name.
+``service.uploads`` streams it to a temp file under the store's ``tmp/``; ingestion
+(``models.datasets.ingest``) then runs in a worker thread, off the event loop.
+
+An import reads a folder, archive or volume already on the server, under ``DRAWAI_IMPORT_DIR``
+(403 when that is unset or the path resolves outside it, through ``..`` or symlinks; 404 when
+nothing is there), with the same readers and limits as an upload.
 """
 
 from __future__ import annotations
@@ -15,14 +22,23 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from models.datasets import UploadRefused, ingest_zip
+from models.curation import preview_png
+from models.datasets import UploadRefused, ingest
 from models.schemas import DatasetInfo
 from service.deps import QueueDep, SettingsDep, StoreDep
 from service.queue import jobs_using_dataset
-from service.uploads import MAX_NAME, NAME_FIELD, check_declared_length, dataset_name, receive_upload
+from service.uploads import (
+    MAX_NAME,
+    NAME_FIELD,
+    check_declared_length,
+    dataset_name,
+    name_for_content_type,
+    receive_upload,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +51,21 @@ async def upload_dataset(
     store: StoreDep,
     settings: SettingsDep,
     name: Annotated[str | None, Query(max_length=MAX_NAME, description="dataset name")] = None,
+    filename: Annotated[str | None, Query(max_length=255, description="the raw body's file name")] = None,
 ) -> DatasetInfo:
-    """Upload a ``.zip`` of images (a folder per class, or flat); answers the stored dataset."""
+    """Upload an archive (a folder per class, or flat), a NIfTI volume, a DICOM file or an image."""
     store.tmp_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=store.tmp_dir, prefix="upload-", suffix=".zip")
+    fd, tmp = tempfile.mkstemp(dir=store.tmp_dir, prefix="upload-", suffix=".upload")
     os.close(fd)
     path = Path(tmp)
     try:
         check_declared_length(request, settings.max_upload_bytes)
         form = await receive_upload(request, path, settings.max_upload_bytes)
         given = form.fields.get(NAME_FIELD) if form is not None else None
-        name_ = dataset_name(given or name, form.filename if form is not None else None)
-        return await run_in_threadpool(ingest_zip, path, store, settings, name_)
+        sent_as = form.filename if form is not None else filename
+        name_ = dataset_name(given or name, sent_as)
+        kind_hint = sent_as or name_for_content_type(request)  # what the file is, when its bytes do not say
+        return await run_in_threadpool(ingest, path, store, settings, name_, filename=kind_hint)
     except UploadRefused as exc:
         log.info("upload refused status=%d detail=%s", exc.status_code, exc.detail)
         raise HTTPException(status_code=exc.status_code, detail=exc.detail) from None
@@ -55,6 +74,48 @@ async def upload_dataset(
         raise HTTPException(status_code=400, detail="client disconnected during upload") from None
     finally:
         path.unlink(missing_ok=True)
+
+
+class ImportRequest(BaseModel):
+    """``POST /datasets/import``: a path under ``DRAWAI_IMPORT_DIR`` (relative to it, or absolute)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(min_length=1, max_length=4096)
+    name: str | None = Field(default=None, max_length=MAX_NAME)
+
+
+def _import_target(settings_dir: Path | None, requested: str) -> Path:
+    """The resolved path to import; 403 when import is off or the path leads outside the folder, 404 when absent."""
+    if settings_dir is None:
+        raise UploadRefused(403, "server-side import is disabled: set DRAWAI_IMPORT_DIR to the folder it may read")
+    root = settings_dir.resolve()
+    if not root.is_dir():
+        raise UploadRefused(403, "server-side import is unavailable: DRAWAI_IMPORT_DIR is not a folder")
+    if "\x00" in requested:
+        raise UploadRefused(422, "path contains a NUL character")
+    try:
+        target = (root / requested).resolve()  # follows every symlink and "..": what would really be read
+    except (OSError, RuntimeError):
+        raise UploadRefused(404, f"cannot resolve {requested!r} (a symlink loop?)") from None
+    if not target.is_relative_to(root):
+        raise UploadRefused(403, f"{requested!r} resolves outside the import folder")
+    if not target.exists():
+        raise UploadRefused(404, f"nothing at {requested!r} in the import folder")
+    return target
+
+
+@router.post("/import", status_code=status.HTTP_201_CREATED)
+async def import_dataset(body: ImportRequest, store: StoreDep, settings: SettingsDep) -> DatasetInfo:
+    """Store a folder, archive, volume or DICOM file found under ``DRAWAI_IMPORT_DIR`` as a dataset."""
+    try:
+        target = _import_target(settings.import_dir, body.path)
+        name = dataset_name(body.name, target.name)
+        allowed = settings.import_dir.resolve() if settings.import_dir is not None else target
+        return await run_in_threadpool(ingest, target, store, settings, name, filename=target.name, allowed=allowed)
+    except UploadRefused as exc:
+        log.info("import refused status=%d detail=%s", exc.status_code, exc.detail)
+        raise HTTPException(status_code=exc.status_code, detail=exc.detail) from None
 
 
 @router.get("")
@@ -79,3 +140,13 @@ def delete_dataset(dataset_id: str, store: StoreDep, queue: QueueDep) -> Respons
         )
     store.delete_dataset(dataset_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{dataset_id}/preview.png", response_class=Response, responses={200: {"content": {"image/png": {}}}})
+def dataset_preview(
+    dataset_id: str,
+    store: StoreDep,
+    per_class: Annotated[int, Query(ge=1, le=32, description="samples per class")] = 8,
+) -> Response:
+    """A contact sheet of up to ``per_class`` samples of each class: one row per class, named."""
+    return Response(preview_png(store, dataset_id, per_class), media_type="image/png")  # NotFoundError -> 404

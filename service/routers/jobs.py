@@ -17,10 +17,12 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 def submit_training(spec: TrainSpec, store: StoreDep, queue: QueueDep, settings: SettingsDep) -> dict[str, Any]:
     """Validate the spec against its dataset and enqueue it on the ``train`` queue."""
     dataset = store.get_dataset(spec.dataset)  # 404 when unknown
-    if spec.batch_size > dataset.images:
+    if spec.batch_size > dataset.train_images:  # training reads the train split only
+        held = f", {dataset.images - dataset.train_images} held out" if dataset.split is not None else ""
         raise HTTPException(
             status_code=422,
-            detail=f"batch_size {spec.batch_size} is larger than dataset {dataset.id} ({dataset.images} images)",
+            detail=f"batch_size {spec.batch_size} is larger than the training split of dataset {dataset.id} "
+            f"({dataset.train_images} of {dataset.images} images{held})",
         )
     return jobq.view(jobq.enqueue_training(queue, spec, settings))
 
