@@ -6,7 +6,6 @@ models), output ``image`` float32 ``[N, 1, H, W]`` in ``[-1, 1]``, dynamic ``N``
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import warnings
@@ -16,6 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from models.store import sha256_file
+
+__all__ = ["OPSET", "ParityError", "check_parity", "export_generator", "ort_session", "sha256_file"]
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +71,3 @@ def check_parity(G: nn.Module, latent_dim: int, path: Path, batch: int = 8, seed
     if not diff <= PARITY_TOLERANCE:
         raise ParityError(f"ONNX output differs from PyTorch by {diff:.3g} (> {PARITY_TOLERANCE})")
     return diff
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

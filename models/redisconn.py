@@ -38,7 +38,8 @@ def _answers(url: str, timeout: float = 0.5) -> bool:
         return False
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -60,7 +61,7 @@ def start_embedded(redis_dir: Path, timeout: float = 15.0) -> str:
             url = url_file.read_text().strip()
             if _answers(url):
                 return url
-        port = _free_port()
+        port = free_port()
         cmd = [
             redis_server_binary(),
             "--bind", "127.0.0.1",

@@ -16,6 +16,7 @@ place, so a reader sees a whole file or none. Torch-free.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -53,6 +54,14 @@ def check_id(value: str) -> str:
     if not _ID.match(value) or ".." in value:
         raise NotFoundError(value)
     return value
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

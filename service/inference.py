@@ -9,18 +9,16 @@ any process (or any host sharing the store) swaps all of them without a restart.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from models.schemas import ModelManifest
-from models.store import NotFoundError, Store
+from models.store import NotFoundError, Store, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +38,6 @@ def choose_providers(preference: str = "auto") -> list[str]:
     if preference in ("auto", "cuda") and CUDA in available:
         return [CUDA, CPU]
     return [CPU]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -81,7 +71,7 @@ def load_model(store: Store, version: str, providers: list[str]) -> LoadedModel:
     path = store.model_dir(version) / "generator.onnx"
     if not path.is_file():
         raise ModelLoadError(f"model {version} has no generator.onnx")
-    digest = _sha256(path)
+    digest = sha256_file(path)
     if digest != manifest.onnx_sha256:
         raise ModelLoadError(f"model {version}: generator.onnx sha256 {digest[:12]} does not match its manifest")
     opts = ort.SessionOptions()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -26,29 +25,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from models.export import sha256_file
+from models.redisconn import free_port
 from models.settings import Settings
 from models.store import Store, atomic_write_bytes, atomic_write_json
-from tests.conftest import publish_tiny_model
+from tests.conftest import publish_tiny_model, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_S = 90.0  # a loaded 2-core machine imports FastAPI + ONNX Runtime slowly
 WATCH_INTERVAL_S = 0.2
-
-
-def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def api_env(settings: Settings) -> dict[str, str]:

@@ -6,8 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +20,9 @@ from models.export import ort_session, sha256_file
 from models.settings import Settings
 from models.store import Store
 from models.training import CHECKPOINT
-from tests.conftest import blobs, put_dataset, spawn_worker
+from tests.conftest import blobs, put_dataset, spawn_worker, wait_for
 
 TINY = {"architecture": "dcgan", "image_size": 32, "width": 8, "latent_dim": 16, "batch_size": 8, "seed": 1}
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def kill_worker(proc: subprocess.Popen[bytes]) -> None:
