@@ -1,0 +1,253 @@
+"""Metrics of synthetic quality, each reported next to its reference point computed the same way.
+
+A small registry in the style of StyleGAN2-ADA's ``metric_main``: a metric is a name bound to a
+function that takes the evaluation inputs (``EvalInputs``: the training split, the held-out real
+split and the synthetic images, all uint8 ``[N, H, W]`` of one size, plus a seed) and returns a
+flat ``dict`` of values. ``compute(names, inputs)`` runs the named metrics and times each.
+
+- ``intensity_w1``: Wasserstein-1 distance between pixel-intensity distributions (scaled to
+  [0, 1]), synthetic vs held-out real, next to held-out real vs training real. Exact for uint8:
+  W1 is the area between the two CDFs over the 256 levels.
+- ``diversity_msssim``: mean pairwise MS-SSIM among synthetic images and among held-out real
+  ones (at most ``MAX_PAIRS`` random pairs each). Mode collapse shows as the synthetic value far
+  above the real one. Scales are as many as the image size allows (3 at 64 px, 4 at 128 px).
+- ``memorization``: distance (RMS over pixels in [0, 1]) of each synthetic image to its nearest
+  training image, against the same for each held-out real image. ``likely_copies_fraction`` is
+  the fraction of synthetic images strictly closer than the 1st percentile of the real ones.
+- ``c2st_auc``: classifier two-sample test. A small CNN learns held-out real vs synthetic on one
+  half and is scored (ROC AUC) on the other half, both ways round (2 folds, averaged); 0.5 means
+  indistinguishable. The reference is the same test run held-out real vs training real.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+from torch import nn
+from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
+
+logger = logging.getLogger(__name__)
+
+Values = dict[str, float | str]
+
+MAX_PAIRS = 200  # MS-SSIM pairs sampled per image set
+C2ST_SIZE = 64  # the classifier sees images at most this large
+C2ST_EPOCHS = 12
+C2ST_BATCH = 32
+MSSSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, as in torchmetrics
+MSSSIM_KERNEL = 11
+
+
+@dataclass(frozen=True)
+class EvalInputs:
+    """The images one evaluation compares: uint8 ``[count, H, W]`` arrays of one size, and a seed."""
+
+    real_train: np.ndarray
+    real_heldout: np.ndarray
+    synthetic: np.ndarray
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        shapes = set()
+        for name in ("real_train", "real_heldout", "synthetic"):
+            array = getattr(self, name)
+            if not isinstance(array, np.ndarray) or array.dtype != np.uint8 or array.ndim != 3:
+                raise ValueError(f"{name} must be a uint8 array [count, H, W]")
+            if len(array) < 2:
+                raise ValueError(f"{name} needs at least 2 images, got {len(array)}")
+            shapes.add(array.shape[1:])
+        if len(shapes) != 1:
+            raise ValueError(f"all images must have one size, got {sorted(shapes)}")
+
+
+Metric = Callable[[EvalInputs], Values]
+METRICS: dict[str, Metric] = {}
+
+
+def register(fn: Metric) -> Metric:
+    METRICS[fn.__name__] = fn
+    return fn
+
+
+def compute(names: Sequence[str], inputs: EvalInputs) -> dict[str, Values]:
+    """Run the named metrics; each result also carries ``seconds``, the time it took."""
+    unknown = [name for name in names if name not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; known: {sorted(METRICS)}")
+    results: dict[str, Values] = {}
+    for name in names:
+        start = time.perf_counter()
+        values = dict(METRICS[name](inputs))
+        values["seconds"] = round(time.perf_counter() - start, 3)
+        logger.info("metric %s: %s", name, values)
+        results[name] = values
+    return results
+
+
+def _unit(images: np.ndarray) -> torch.Tensor:
+    """uint8 ``[N, H, W]`` -> float32 ``[N, 1, H, W]`` in [0, 1]."""
+    return torch.from_numpy(images.astype(np.float32) / 255.0)[:, None]
+
+
+# --- intensity_w1 -------------------------------------------------------------------------------
+
+
+def _w1_uint8(a: np.ndarray, b: np.ndarray) -> float:
+    """Exact W1 between the pixel-intensity distributions of two uint8 arrays, intensities scaled to [0, 1]."""
+    cdf_a = np.cumsum(np.bincount(a.ravel(), minlength=256)) / a.size
+    cdf_b = np.cumsum(np.bincount(b.ravel(), minlength=256)) / b.size
+    return float(np.abs(cdf_a - cdf_b)[:-1].sum() / 255.0)
+
+
+@register
+def intensity_w1(inputs: EvalInputs) -> Values:
+    return {
+        "synthetic_vs_real": _w1_uint8(inputs.synthetic, inputs.real_heldout),
+        "real_vs_real": _w1_uint8(inputs.real_heldout, inputs.real_train),
+    }
+
+
+# --- diversity_msssim ---------------------------------------------------------------------------
+
+
+def _msssim_betas(size: int) -> tuple[float, ...]:
+    """The most scales torchmetrics accepts at this size with an 11 px kernel, weights renormalised."""
+    for count in range(len(MSSSIM_BETAS), 0, -1):
+        if size >= 2**count and size // max(1, count - 1) ** 2 > MSSSIM_KERNEL - 1:
+            betas = MSSSIM_BETAS[:count]
+            return tuple(beta / sum(betas) for beta in betas)
+    raise ValueError(f"images of {size} px are too small for MS-SSIM")
+
+
+def _mean_pairwise_msssim(images: np.ndarray, rng: np.random.Generator, betas: tuple[float, ...]) -> float:
+    n = len(images)
+    first, second = np.triu_indices(n, k=1)
+    if len(first) > MAX_PAIRS:
+        pick = rng.choice(len(first), size=MAX_PAIRS, replace=False)
+        first, second = first[pick], second[pick]
+    x = _unit(images)
+    scores = multiscale_structural_similarity_index_measure(
+        x[first], x[second], data_range=1.0, kernel_size=MSSSIM_KERNEL, betas=betas, reduction="none"
+    )
+    return float(torch.as_tensor(scores).mean())
+
+
+@register
+def diversity_msssim(inputs: EvalInputs) -> Values:
+    betas = _msssim_betas(min(inputs.synthetic.shape[1:]))
+    rng = np.random.default_rng(inputs.seed)
+    return {
+        "synthetic": _mean_pairwise_msssim(inputs.synthetic, rng, betas),
+        "real": _mean_pairwise_msssim(inputs.real_heldout, rng, betas),
+        "scales": float(len(betas)),
+    }
+
+
+# --- memorization -------------------------------------------------------------------------------
+
+
+def _nearest_distance(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """For each query image, the RMS pixel distance (intensities in [0, 1]) to its nearest reference image."""
+    q = torch.from_numpy(queries.reshape(len(queries), -1).astype(np.float64) / 255.0)
+    r = torch.from_numpy(references.reshape(len(references), -1).astype(np.float64) / 255.0)
+    distances = torch.cdist(q, r, compute_mode="donot_use_mm_for_euclid_dist")
+    return (distances.min(dim=1).values / np.sqrt(q.shape[1])).numpy()
+
+
+@register
+def memorization(inputs: EvalInputs) -> Values:
+    synthetic = _nearest_distance(inputs.synthetic, inputs.real_train)
+    real = _nearest_distance(inputs.real_heldout, inputs.real_train)
+    threshold = float(np.percentile(real, 1))
+    values: Values = {"likely_copies_fraction": float(np.mean(synthetic < threshold)), "threshold": threshold}
+    for q in (1, 5, 50):
+        values[f"synthetic_p{q}"] = float(np.percentile(synthetic, q))
+        values[f"real_p{q}"] = float(np.percentile(real, q))
+    return values
+
+
+# --- c2st_auc -----------------------------------------------------------------------------------
+
+
+def _classifier() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 4, stride=2, padding=1),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(16, 32, 4, stride=2, padding=1),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(32, 64, 4, stride=2, padding=1),
+        nn.LeakyReLU(0.2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, 1),
+    )
+
+
+def _c2st_input(images: np.ndarray) -> torch.Tensor:
+    x = _unit(images)
+    if max(x.shape[-2:]) > C2ST_SIZE:
+        scale = C2ST_SIZE / max(x.shape[-2:])
+        size = (max(1, round(x.shape[-2] * scale)), max(1, round(x.shape[-1] * scale)))
+        x = F.interpolate(x, size=size, mode="area")
+    return x * 2.0 - 1.0
+
+
+def _fit_and_score(
+    x_fit: torch.Tensor, y_fit: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, seed: int
+) -> float:
+    """Train a fresh classifier on one part and return its ROC AUC on the other."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _classifier()
+        optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+        order = torch.Generator().manual_seed(seed)
+        model.train()
+        for _ in range(C2ST_EPOCHS):
+            for batch in torch.randperm(len(x_fit), generator=order).split(C2ST_BATCH):
+                loss = F.binary_cross_entropy_with_logits(model(x_fit[batch]).squeeze(1), y_fit[batch])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            scores = model(x_test).squeeze(1)
+    return float(roc_auc_score(y_test.numpy(), scores.numpy()))
+
+
+def _two_sample_auc(negatives: np.ndarray, positives: np.ndarray, seed: int) -> float:
+    """Mean ROC AUC over 2 folds of a CNN telling ``positives`` from ``negatives`` (balanced by subsampling)."""
+    rng = np.random.default_rng(seed)
+    n = min(len(negatives), len(positives))
+    if n < 4:
+        raise ValueError("the classifier two-sample test needs at least 4 images per side")
+    neg = _c2st_input(negatives[rng.permutation(len(negatives))[:n]])
+    pos = _c2st_input(positives[rng.permutation(len(positives))[:n]])
+    half = n // 2
+    folds = []
+    for part in (slice(0, half), slice(half, n)):
+        mask = torch.zeros(n, dtype=torch.bool)
+        mask[part] = True
+        folds.append((mask, ~mask))
+    aucs = []
+    for k, (fit, test) in enumerate(folds):
+        x_fit = torch.cat([neg[fit], pos[fit]])
+        y_fit = torch.cat([torch.zeros(int(fit.sum())), torch.ones(int(fit.sum()))])
+        x_test = torch.cat([neg[test], pos[test]])
+        y_test = torch.cat([torch.zeros(int(test.sum())), torch.ones(int(test.sum()))])
+        aucs.append(_fit_and_score(x_fit, y_fit, x_test, y_test, seed + k))
+    return float(np.mean(aucs))
+
+
+@register
+def c2st_auc(inputs: EvalInputs) -> Values:
+    return {
+        "synthetic_vs_real": _two_sample_auc(inputs.real_heldout, inputs.synthetic, inputs.seed),
+        "real_vs_real": _two_sample_auc(inputs.real_heldout, inputs.real_train, inputs.seed),
+    }
