@@ -42,7 +42,8 @@ async def generate(
     fmt = format or ("png" if count == 1 else "zip")
     if fmt == "png" and count != 1:
         raise HTTPException(422, "format=png returns one image: use count=1, or format=zip, json, npy or grid")
-    loaded = await asyncio.to_thread(_resolve, models, model)
+    # The active model is already loaded: no thread hop on the hot path; a pinned one may need loading.
+    loaded = _resolve(models, None) if model is None else await asyncio.to_thread(_resolve, models, model)
     if label is not None:
         raise HTTPException(422, f"model {loaded.version} is not conditional: it takes no label")
     base = seed if seed is not None else secrets.randbelow(MAX_SEED - settings.max_count)
