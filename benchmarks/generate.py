@@ -48,10 +48,10 @@ from models.export import OPSET, check_parity, export_generator, sha256_file
 from models.networks import build
 from models.publish import library_versions
 from models.redisconn import stop_embedded
+from models.sampling import latents
 from models.schemas import ModelManifest, TrainSpec
 from models.store import Store, atomic_write_json
 from service.inference import choose_providers
-from service.routers.generate import latents
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = TrainSpec(dataset="bench", architecture="dcgan-seed", image_size=128)

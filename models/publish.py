@@ -5,15 +5,21 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import shutil
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from models.export import OPSET, check_parity, export_generator, sha256_file
 from models.schemas import DatasetInfo, ModelManifest, TrainSpec
 from models.store import Store, atomic_write_json
-from models.training import TrainResult
+from models.training import TrainingAborted, TrainResult
 
 log = logging.getLogger(__name__)
+
+# Evaluates a staged version folder (model.json and generator.onnx written) into that folder;
+# returns the report (``models.evaluation.evaluate``).
+Evaluator = Callable[[Path], dict[str, Any]]
 
 
 def library_versions() -> dict[str, str]:
@@ -26,10 +32,35 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def _evaluate_staged(evaluate: Evaluator, staged: Path) -> dict[str, Any]:
+    """The manifest's ``quality``: the report's summary, or the error that stopped the evaluation.
+
+    A failed evaluation never loses the trained model: the version is published without a report.
+    Cancellation (``TrainingAborted``) propagates, and the staged version is dropped.
+    """
+    try:
+        report = evaluate(staged)
+    except TrainingAborted:
+        raise
+    except Exception as exc:
+        log.exception("evaluation failed; publishing the model without a report")
+        shutil.rmtree(staged / "plots", ignore_errors=True)
+        (staged / "report.json").unlink(missing_ok=True)
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {"summary": report["summary"], "report": "report.json", "seconds": report["seconds"]["total"]}
+
+
 def publish(
-    store: Store, result: TrainResult, spec: TrainSpec, dataset: DatasetInfo, job_id: str, workdir: Path
+    store: Store,
+    result: TrainResult,
+    spec: TrainSpec,
+    dataset: DatasetInfo,
+    job_id: str,
+    workdir: Path,
+    evaluate: Evaluator | None = None,
 ) -> tuple[str, bool]:
-    """Write the model version; activate it when none is active or ``spec.activate``. Returns (version, active)."""
+    """Write the model version, evaluated by ``evaluate`` before anyone can see it; activate it when none is
+    active or ``spec.activate``. Returns (version, active)."""
     with store.staging("model") as staged:
         onnx_path = staged / "generator.onnx"
         export_generator(result.generator, spec.latent_dim, onnx_path)
@@ -64,6 +95,9 @@ def publish(
             loss_history={"d_loss": result.d_losses, "g_loss": result.g_losses},
         )
         atomic_write_json(staged / "model.json", manifest.model_dump())
+        if evaluate is not None:
+            manifest.quality = _evaluate_staged(evaluate, staged)
+            atomic_write_json(staged / "model.json", manifest.model_dump())
         version = store.publish_model(staged)
     activate = spec.activate or store.active_version() is None
     if activate:

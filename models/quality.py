@@ -3,11 +3,17 @@
 A small registry in the style of StyleGAN2-ADA's ``metric_main``: a metric is a name bound to a
 function that takes the evaluation inputs (``EvalInputs``: the training split, the held-out real
 split and the synthetic images, all uint8 ``[N, H, W]`` of one size, plus a seed) and returns a
-flat ``dict`` of values. ``compute(names, inputs)`` runs the named metrics and times each.
+flat ``dict`` of values. ``compute(names, inputs)`` runs the named metrics and times each; a
+metric that cannot run on these inputs raises ``MetricSkipped`` and is reported as not computed,
+with the reason, instead of failing the others.
+
+The reference of a metric is the same computation on two real sets: the held-out split against
+the training split, or, when no training images are given (``drawai evaluate`` on a model whose
+dataset is gone), two seeded halves of the real images.
 
 - ``intensity_w1``: Wasserstein-1 distance between pixel-intensity distributions (scaled to
-  [0, 1]), synthetic vs held-out real, next to held-out real vs training real. Exact for uint8:
-  W1 is the area between the two CDFs over the 256 levels.
+  [0, 1]), synthetic vs held-out real, next to the real reference. Exact for uint8: W1 is the
+  area between the two CDFs over the 256 levels.
 - ``diversity_msssim``: mean pairwise MS-SSIM among synthetic images and among held-out real
   ones (at most ``MAX_PAIRS`` random pairs each). Mode collapse shows as the synthetic value far
   above the real one. Scales are as many as the image size allows (3 at 64 px, 4 at 128 px).
@@ -16,7 +22,9 @@ flat ``dict`` of values. ``compute(names, inputs)`` runs the named metrics and t
   the fraction of synthetic images strictly closer than the 1st percentile of the real ones.
 - ``c2st_auc``: classifier two-sample test. A small CNN learns held-out real vs synthetic on one
   half and is scored (ROC AUC) on the other half, both ways round (2 folds, averaged); 0.5 means
-  indistinguishable. The reference is the same test run held-out real vs training real.
+  indistinguishable. The reference is the same test run on the two real sets.
+- ``fid`` and ``kid``: Fréchet and kernel Inception distances (torchmetrics) on the features of
+  the Inception network at ``fid_weights`` (``DRAWAI_FID_WEIGHTS``); not computed without it.
 """
 
 from __future__ import annotations
@@ -24,7 +32,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +45,7 @@ from torchmetrics.functional.image import multiscale_structural_similarity_index
 
 logger = logging.getLogger(__name__)
 
-Values = dict[str, float | str]
+Values = dict[str, Any]  # flat: numbers, strings, booleans
 
 MAX_PAIRS = 200  # MS-SSIM pairs sampled per image set
 C2ST_SIZE = 64  # the classifier sees images at most this large
@@ -45,19 +55,49 @@ MSSSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, as 
 MSSSIM_KERNEL = 11
 
 
+# One line per metric: what it measures and how to read it (shown in the report next to the values).
+MEANINGS: dict[str, str] = {
+    "c2st_auc": "ROC AUC of a small CNN telling real from synthetic slices: 0.5 = indistinguishable, 1 = always told "
+    "apart (at or below the real reference: it found nothing).",
+    "intensity_w1": "Wasserstein-1 distance between the pixel-intensity distributions (0 = identical histograms, "
+    "1 = black against white).",
+    "diversity_msssim": "Mean MS-SSIM between random pairs of images: higher = more alike. Synthetic far above real "
+    "means mode collapse.",
+    "memorization": "Share of synthetic slices closer to a training slice than 99% of held-out real slices are: "
+    "likely copies of a training patient.",
+    "fid": "Fréchet Inception distance between Inception features of real and synthetic slices: 0 = same feature "
+    "distribution.",
+    "kid": "Kernel Inception distance (unbiased, mean over subsets): 0 = same feature distribution; less biased than "
+    "FID on small sets.",
+}
+
+
+class MetricSkipped(Exception):
+    """A metric that cannot run on these inputs (too few images, no Inception weights); ``str`` says why."""
+
+
 @dataclass(frozen=True)
 class EvalInputs:
-    """The images one evaluation compares: uint8 ``[count, H, W]`` arrays of one size, and a seed."""
+    """The images one evaluation compares: uint8 ``[count, H, W]`` arrays of one size, and a seed.
 
-    real_train: np.ndarray
+    ``real_train`` may be ``None`` (the training images are not available): memorization is then
+    not computed, and references use two halves of ``real_heldout``.
+    """
+
+    real_train: np.ndarray | None
     real_heldout: np.ndarray
     synthetic: np.ndarray
     seed: int = 0
+    fid_weights: Path | None = None  # TorchScript Inception (DRAWAI_FID_WEIGHTS); None: no FID/KID
+    device: str = "cpu"  # where the classifier and the Inception network run
+    cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # shared by fid and kid
 
     def __post_init__(self) -> None:
         shapes = set()
         for name in ("real_train", "real_heldout", "synthetic"):
             array = getattr(self, name)
+            if array is None and name == "real_train":
+                continue
             if not isinstance(array, np.ndarray) or array.dtype != np.uint8 or array.ndim != 3:
                 raise ValueError(f"{name} must be a uint8 array [count, H, W]")
             if len(array) < 2:
@@ -65,6 +105,14 @@ class EvalInputs:
             shapes.add(array.shape[1:])
         if len(shapes) != 1:
             raise ValueError(f"all images must have one size, got {sorted(shapes)}")
+
+    def reference(self) -> tuple[np.ndarray, np.ndarray, str]:
+        """Two real sets to compute a metric's reference on, and how they were chosen."""
+        if self.real_train is not None:
+            return self.real_heldout, self.real_train, "held-out real vs training real"
+        order = np.random.default_rng(self.seed).permutation(len(self.real_heldout))
+        half = len(order) // 2
+        return self.real_heldout[order[:half]], self.real_heldout[order[half:]], "two halves of the real images"
 
 
 Metric = Callable[[EvalInputs], Values]
@@ -76,15 +124,26 @@ def register(fn: Metric) -> Metric:
     return fn
 
 
-def compute(names: Sequence[str], inputs: EvalInputs) -> dict[str, Values]:
-    """Run the named metrics; each result also carries ``seconds``, the time it took."""
+def compute(
+    names: Sequence[str], inputs: EvalInputs, on_metric: Callable[[str, int], None] | None = None
+) -> dict[str, Values]:
+    """Run the named metrics; each result carries ``computed``, ``seconds``, and ``reason`` when skipped.
+
+    ``on_metric(name, index)`` is called before each metric (progress, cancellation).
+    """
     unknown = [name for name in names if name not in METRICS]
     if unknown:
         raise ValueError(f"unknown metrics {unknown}; known: {sorted(METRICS)}")
     results: dict[str, Values] = {}
-    for name in names:
+    for index, name in enumerate(names):
+        if on_metric is not None:
+            on_metric(name, index)
         start = time.perf_counter()
-        values = dict(METRICS[name](inputs))
+        try:
+            values: Values = {"computed": True, **METRICS[name](inputs)}
+        except MetricSkipped as exc:
+            values = {"computed": False, "reason": str(exc)}
+            logger.info("metric %s not computed: %s", name, exc)
         values["seconds"] = round(time.perf_counter() - start, 3)
         logger.info("metric %s: %s", name, values)
         results[name] = values
@@ -108,9 +167,11 @@ def _w1_uint8(a: np.ndarray, b: np.ndarray) -> float:
 
 @register
 def intensity_w1(inputs: EvalInputs) -> Values:
+    a, b, reference = inputs.reference()
     return {
         "synthetic_vs_real": _w1_uint8(inputs.synthetic, inputs.real_heldout),
-        "real_vs_real": _w1_uint8(inputs.real_heldout, inputs.real_train),
+        "real_vs_real": _w1_uint8(a, b),
+        "reference": reference,
     }
 
 
@@ -123,7 +184,7 @@ def _msssim_betas(size: int) -> tuple[float, ...]:
         if size >= 2**count and size // max(1, count - 1) ** 2 > MSSSIM_KERNEL - 1:
             betas = MSSSIM_BETAS[:count]
             return tuple(beta / sum(betas) for beta in betas)
-    raise ValueError(f"images of {size} px are too small for MS-SSIM")
+    raise MetricSkipped(f"images of {size} px are too small for MS-SSIM")
 
 
 def _mean_pairwise_msssim(images: np.ndarray, rng: np.random.Generator, betas: tuple[float, ...]) -> float:
@@ -153,18 +214,33 @@ def diversity_msssim(inputs: EvalInputs) -> Values:
 # --- memorization -------------------------------------------------------------------------------
 
 
-def _nearest_distance(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
-    """For each query image, the RMS pixel distance (intensities in [0, 1]) to its nearest reference image."""
+NEAREST_CHUNK = 256  # reference images compared at a time: bounded memory for large training sets
+
+
+def nearest(queries: np.ndarray, references: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each query image, the RMS pixel distance (intensities in [0, 1]) to its nearest reference, and its index.
+
+    Exact (no matrix-product shortcut), so a verbatim copy is at distance 0.
+    """
     q = torch.from_numpy(queries.reshape(len(queries), -1).astype(np.float64) / 255.0)
-    r = torch.from_numpy(references.reshape(len(references), -1).astype(np.float64) / 255.0)
-    distances = torch.cdist(q, r, compute_mode="donot_use_mm_for_euclid_dist")
-    return (distances.min(dim=1).values / np.sqrt(q.shape[1])).numpy()
+    best = torch.full((len(q),), float("inf"), dtype=torch.float64)
+    best_index = torch.zeros(len(q), dtype=torch.int64)
+    for start in range(0, len(references), NEAREST_CHUNK):
+        chunk = references[start : start + NEAREST_CHUNK]
+        r = torch.from_numpy(chunk.reshape(len(chunk), -1).astype(np.float64) / 255.0)
+        d, i = torch.cdist(q, r, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1)
+        closer = d < best
+        best = torch.where(closer, d, best)
+        best_index = torch.where(closer, i + start, best_index)
+    return (best / np.sqrt(q.shape[1])).numpy(), best_index.numpy()
 
 
 @register
 def memorization(inputs: EvalInputs) -> Values:
-    synthetic = _nearest_distance(inputs.synthetic, inputs.real_train)
-    real = _nearest_distance(inputs.real_heldout, inputs.real_train)
+    if inputs.real_train is None:
+        raise MetricSkipped("the training images are not available, so nothing can be compared with them")
+    synthetic, _ = nearest(inputs.synthetic, inputs.real_train)
+    real, _ = nearest(inputs.real_heldout, inputs.real_train)
     threshold = float(np.percentile(real, 1))
     values: Values = {"likely_copies_fraction": float(np.mean(synthetic < threshold)), "threshold": threshold}
     for q in (1, 5, 50):
@@ -200,33 +276,34 @@ def _c2st_input(images: np.ndarray) -> torch.Tensor:
 
 
 def _fit_and_score(
-    x_fit: torch.Tensor, y_fit: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, seed: int
+    x_fit: torch.Tensor, y_fit: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, seed: int, device: str
 ) -> float:
-    """Train a fresh classifier on one part and return its ROC AUC on the other."""
+    """Train a fresh classifier on one part (on ``device``) and return its ROC AUC on the other."""
+    x_fit, y_fit, x_test = x_fit.to(device), y_fit.to(device), x_test.to(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = _classifier()
+        model = _classifier().to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
         order = torch.Generator().manual_seed(seed)
         model.train()
         for _ in range(C2ST_EPOCHS):
-            for batch in torch.randperm(len(x_fit), generator=order).split(C2ST_BATCH):
+            for batch in torch.randperm(len(x_fit), generator=order).to(device).split(C2ST_BATCH):
                 loss = F.binary_cross_entropy_with_logits(model(x_fit[batch]).squeeze(1), y_fit[batch])
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
         model.eval()
         with torch.no_grad():
-            scores = model(x_test).squeeze(1)
+            scores = model(x_test).squeeze(1).float().cpu()
     return float(roc_auc_score(y_test.numpy(), scores.numpy()))
 
 
-def _two_sample_auc(negatives: np.ndarray, positives: np.ndarray, seed: int) -> float:
+def _two_sample_auc(negatives: np.ndarray, positives: np.ndarray, seed: int, device: str = "cpu") -> float:
     """Mean ROC AUC over 2 folds of a CNN telling ``positives`` from ``negatives`` (balanced by subsampling)."""
     rng = np.random.default_rng(seed)
     n = min(len(negatives), len(positives))
     if n < 4:
-        raise ValueError("the classifier two-sample test needs at least 4 images per side")
+        raise MetricSkipped(f"the classifier two-sample test needs at least 4 images per side, got {n}")
     neg = _c2st_input(negatives[rng.permutation(len(negatives))[:n]])
     pos = _c2st_input(positives[rng.permutation(len(positives))[:n]])
     half = n // 2
@@ -241,13 +318,33 @@ def _two_sample_auc(negatives: np.ndarray, positives: np.ndarray, seed: int) -> 
         y_fit = torch.cat([torch.zeros(int(fit.sum())), torch.ones(int(fit.sum()))])
         x_test = torch.cat([neg[test], pos[test]])
         y_test = torch.cat([torch.zeros(int(test.sum())), torch.ones(int(test.sum()))])
-        aucs.append(_fit_and_score(x_fit, y_fit, x_test, y_test, seed + k))
+        aucs.append(_fit_and_score(x_fit, y_fit, x_test, y_test, seed + k, device))
     return float(np.mean(aucs))
 
 
 @register
 def c2st_auc(inputs: EvalInputs) -> Values:
+    a, b, reference = inputs.reference()
     return {
-        "synthetic_vs_real": _two_sample_auc(inputs.real_heldout, inputs.synthetic, inputs.seed),
-        "real_vs_real": _two_sample_auc(inputs.real_heldout, inputs.real_train, inputs.seed),
+        "synthetic_vs_real": _two_sample_auc(inputs.real_heldout, inputs.synthetic, inputs.seed, inputs.device),
+        "real_vs_real": _two_sample_auc(a, b, inputs.seed, inputs.device),
+        "reference": reference,
+        "images_per_side": min(len(inputs.real_heldout), len(inputs.synthetic)),
     }
+
+
+# --- fid, kid -----------------------------------------------------------------------------------
+
+
+@register
+def fid(inputs: EvalInputs) -> Values:
+    from models.inception import frechet_distance
+
+    return frechet_distance(inputs)
+
+
+@register
+def kid(inputs: EvalInputs) -> Values:
+    from models.inception import kernel_distance
+
+    return kernel_distance(inputs)

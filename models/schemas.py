@@ -5,7 +5,7 @@ Torch-free: the API imports this module.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -60,7 +60,7 @@ class TrainSpec(BaseModel):
 class JobProgress(BaseModel):
     """What ``GET /jobs/{id}`` shows while a job trains."""
 
-    phase: str = "queued"  # queued, loading, training, exporting, evaluating, done
+    phase: str = "queued"  # queued, loading, training, exporting, evaluating, done (or canceled)
     epoch: int = 0
     epochs: int = 0
     step: int = 0
@@ -70,6 +70,7 @@ class JobProgress(BaseModel):
     images_per_s: float | None = None
     eta_s: float | None = None
     resumed_from_step: int | None = None
+    detail: str | None = None  # what the phase is doing now (the metric being computed while evaluating)
 
 
 class SplitInfo(BaseModel):
@@ -153,6 +154,9 @@ class ModelManifest(BaseModel):
     created: str
     trained_on: str = "cpu"  # the training device type
     loss_history: dict[str, list[float]] = Field(default_factory=dict)  # per step: d_loss, g_loss
+    # The quality report's headline ({"summary", "report": "report.json", "seconds"}), {"error": ...} when the
+    # evaluation failed, None for versions published before evaluation existed.
+    quality: dict[str, Any] | None = None
 
 
 # Redis keys and names shared by the API and the worker (neither imports the other).

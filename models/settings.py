@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     # Training device: "auto" picks CUDA when present, else CPU.
     device: str = "auto"
 
+    # Evaluation of every new model version (the quality report). Synthetic images drawn for it:
+    # 500 is what the speed target is set for (with 200 real images at 128 px, under 3 minutes on 2 CPU cores).
+    eval_synthetic_count: int = Field(default=500, ge=2, le=100_000)
+    # TorchScript Inception-v3 (inception-2015-12-05.pt, as StyleGAN2-ADA and clean-fid use) for FID and KID;
+    # None: the report says they were not computed and why. Never downloaded.
+    fid_weights: Path | None = None
+
     # Serving.
     max_count: int = Field(default=256, ge=1)  # most images one POST /generate may ask for
     # ONNX Runtime provider: "auto" uses CUDA when it really works, else the CPU; "cpu" forces the CPU.

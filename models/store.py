@@ -5,7 +5,8 @@ Layout::
     datasets/<id>/dataset.json, images.npy (uint8 [N, S, S]), labels.npy (int64 [N]),
                   split.npy (bool [N], True = held out; training rows first)
     jobs/<job id>/checkpoint.pt, samples/epoch_0001.png, history.json
-    models/<version>/generator.onnx, model.json, samples.png
+    models/<version>/generator.onnx, model.json, samples.png,
+                     report.json, plots/*.png (the quality report, written before the version appears)
     models/ACTIVE                    the active version's name
     tmp/                             staging area; everything is written here, then renamed
     redis/                           the embedded Redis, when one is used
@@ -39,6 +40,7 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _VERSION = re.compile(r"^v(\d+)$")
 
 DatasetSplit = Literal["train", "heldout", "all"]
+REPORT_JSON = "report.json"  # a version's quality report (models.evaluation), plots under plots/
 
 
 class NotFoundError(KeyError):
@@ -213,6 +215,11 @@ class Store:
             manifest = json.loads(manifest_path.read_text())
             manifest["version"] = version
             atomic_write_json(manifest_path, manifest)
+            report_path = staged / REPORT_JSON
+            if report_path.is_file():  # the quality report names its version too
+                report = json.loads(report_path.read_text())
+                report.setdefault("model", {})["version"] = version
+                atomic_write_json(report_path, report)
             try:
                 os.rename(staged, self.models_dir / version)
                 return version

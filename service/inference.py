@@ -17,27 +17,17 @@ from typing import Any
 
 import numpy as np
 
+from models.sampling import CPU, CUDA, choose_providers
 from models.schemas import ModelManifest
 from models.store import NotFoundError, Store, sha256_file
 
-log = logging.getLogger(__name__)
+__all__ = ["CPU", "CUDA", "LoadedModel", "ModelHolder", "ModelLoadError", "choose_providers", "load_model"]
 
-CUDA = "CUDAExecutionProvider"
-CPU = "CPUExecutionProvider"
+log = logging.getLogger(__name__)
 
 
 class ModelLoadError(Exception):
     """A model version whose ONNX file is missing, corrupt, or does not match its manifest."""
-
-
-def choose_providers(preference: str = "auto") -> list[str]:
-    """CUDA first when ONNX Runtime offers it and it is wanted; the CPU always as the fallback."""
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
-    if preference in ("auto", "cuda") and CUDA in available:
-        return [CUDA, CPU]
-    return [CPU]
 
 
 @dataclass(frozen=True)

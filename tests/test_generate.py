@@ -181,9 +181,9 @@ def test_batcher_gathers_concurrent_requests_without_changing_their_images(model
     """Six concurrent requests share one inference call, a large one is split, and each image is exactly what
     its latent gives alone (so batching never breaks byte-identical reproducibility); a failing metrics
     observer fails no request."""
+    from models.sampling import latents
     from service.batching import DynamicBatcher
     from service.inference import CPU, load_model
-    from service.routers.generate import latents
 
     model = load_model(store, model_version, [CPU])
     rows_seen: list[int] = []

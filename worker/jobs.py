@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from rq import get_current_job
@@ -66,7 +67,10 @@ class JobReporter:
 
 def train(spec: dict[str, Any]) -> dict[str, Any]:
     """Train a GAN for ``spec``, export and publish it as a model version. Resumes from a checkpoint."""
+    from models.evaluation import EvalConfig, RealImages
+    from models.evaluation import evaluate as run_evaluation
     from models.publish import publish
+    from models.sampling import choose_providers
     from models.training import TrainingAborted, select_device
     from models.training import train as run_training
 
@@ -109,8 +113,40 @@ def train(spec: dict[str, Any]) -> dict[str, Any]:
     if reporter.cancel_requested():
         return reporter.mark_canceled()
 
-    reporter.phase("exporting")
-    version, active = publish(store, result, train_spec, dataset, job.id, workdir)
+    def evaluate(staged: Path) -> dict[str, Any]:
+        """The quality report of the staged version, against the dataset's held-out split."""
+        heldout, _ = store.load_dataset(dataset.id, split="heldout")
+        real = RealImages(
+            heldout=heldout,
+            heldout_source=f"held-out split of dataset {dataset.id} ({dataset.name}), never used in training",
+            train=images,
+            train_source=f"training split of dataset {dataset.id}",
+        )
+        config = EvalConfig(
+            synthetic_count=settings.eval_synthetic_count,
+            fid_weights=settings.fid_weights,
+            device=device.type,
+            providers=choose_providers(settings.onnx_provider),
+        )
+
+        def progress(what: str, done: int, total: int) -> None:
+            reporter.phase("evaluating", detail=f"{what} ({done + 1} of {total})")
+
+        return run_evaluation(
+            staged,
+            staged,
+            real,
+            config,
+            samples_dir=workdir / "samples",
+            progress_fn=progress,
+            abort_fn=reporter.should_abort,
+        )
+
+    reporter.phase("exporting", detail=None)
+    try:
+        version, active = publish(store, result, train_spec, dataset, job.id, workdir, evaluate=evaluate)
+    except TrainingAborted:
+        return reporter.mark_canceled()
     job.meta["model_version"] = version
-    reporter.phase("done")
+    reporter.phase("done", detail=None)
     return {"model_version": version, "active": active, "steps": result.step}

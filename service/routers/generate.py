@@ -6,9 +6,9 @@ import asyncio
 import secrets
 from typing import Annotated, Literal
 
-import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Response
 
+from models.sampling import latents
 from service import encoders
 from service.deps import BatcherDep, MetricsDep, ModelsDep, SettingsDep
 from service.inference import LoadedModel, ModelLoadError
@@ -17,11 +17,6 @@ router = APIRouter(tags=["generate"])
 
 MAX_SEED = 2**31 - 1
 NO_MODEL = "no model is active: train one with POST /jobs/train, or activate one with POST /models/{version}/activate"
-
-
-def latents(latent_dim: int, seeds: list[int]) -> np.ndarray:
-    """One latent vector per seed: an image is reproducible from its own seed alone."""
-    return np.stack([np.random.default_rng(s).standard_normal(latent_dim, dtype=np.float32) for s in seeds])
 
 
 @router.post("/generate", responses={200: {"content": {t: {} for t in set(encoders.MEDIA_TYPES.values())}}})

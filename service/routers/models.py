@@ -1,15 +1,18 @@
-"""Model versions: list, manifest, sample grid, activation (hot swap)."""
+"""Model versions: list, manifest, sample grid, quality report, activation (hot swap)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, HTMLResponse
 
+from models.report_html import render
 from models.schemas import ModelManifest
-from models.store import NotFoundError
+from models.store import REPORT_JSON, CorruptError, NotFoundError, Store
 from service.deps import ModelsDep, StoreDep
 from service.inference import ModelLoadError
 
@@ -28,6 +31,7 @@ def _summary(m: ModelManifest, active: str | None) -> dict[str, Any]:
         "dataset": m.dataset,
         "job_id": m.job_id,
         "created": m.created,
+        "report": bool(m.quality and "report" in m.quality),
     }
 
 
@@ -52,6 +56,40 @@ def get_samples(version: str, store: StoreDep) -> FileResponse:
     if not path.is_file():
         raise NotFoundError(f"{version}/samples.png")
     return FileResponse(path, media_type="image/png")
+
+
+def _report(store: Store, version: str) -> tuple[dict[str, Any], Path]:
+    """The version's report.json and its folder; 404 saying why when there is none."""
+    manifest = store.get_manifest(version)  # 404 for unknown versions
+    folder = store.model_dir(version)
+    path = folder / REPORT_JSON
+    if not path.is_file():
+        quality = manifest.quality or {}
+        if "error" in quality:
+            why = f"its evaluation failed ({quality['error']})"
+        else:
+            why = "it was published before quality reports existed"
+        raise HTTPException(
+            404, f"model {version} has no quality report: {why}; run `drawai evaluate --model {version}`"
+        )
+    try:
+        return json.loads(path.read_bytes()), folder
+    except ValueError:
+        raise CorruptError(f"model {version}: {REPORT_JSON} is not valid JSON") from None
+
+
+@router.get("/{version}/report")
+def get_report(version: str, store: StoreDep) -> dict[str, Any]:
+    """The quality report (``report.json``): every metric with its real-vs-real reference, and the summary."""
+    report, _ = _report(store, version)
+    return report
+
+
+@router.get("/{version}/report.html", response_class=HTMLResponse)
+def get_report_html(version: str, store: StoreDep) -> HTMLResponse:
+    """The quality report as one self-contained page: metric table, loss curves, samples, histograms, pairs."""
+    report, folder = _report(store, version)
+    return HTMLResponse(render(report, folder))
 
 
 @router.post("/{version}/activate")

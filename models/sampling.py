@@ -1,0 +1,54 @@
+"""Sampling a model version through ONNX Runtime: the latent convention, providers, batched synthesis.
+
+Torch-free: the API (``/generate``) and the evaluation use the same functions, so image ``i`` of
+an evaluation is exactly what ``POST /generate?seed=i`` returns for that version.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.plots import to_uint8
+
+log = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def latents(latent_dim: int, seeds: list[int]) -> np.ndarray:
+    """One latent vector per seed: an image is reproducible from its own seed alone."""
+    return np.stack([np.random.default_rng(s).standard_normal(latent_dim, dtype=np.float32) for s in seeds])
+
+
+def choose_providers(preference: str = "auto") -> list[str]:
+    """CUDA first when ONNX Runtime offers it and it is wanted; the CPU always as the fallback."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if preference in ("auto", "cuda") and CUDA in available:
+        return [CUDA, CPU]
+    return [CPU]
+
+
+def open_session(path: Path, providers: list[str] | None = None) -> Any:
+    """An ``onnxruntime.InferenceSession`` on ``path``, quiet, with ``providers`` (default: the CPU)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=providers or [CPU])
+
+
+def synthesize(session: Any, latent_dim: int, count: int, seed: int = 0, batch: int = 64) -> np.ndarray:
+    """uint8 ``[count, H, W]``: image ``i`` from the latent of seed ``seed + i`` (as ``/generate`` draws it)."""
+    out = []
+    for start in range(0, count, batch):
+        seeds = list(range(seed + start, seed + min(count, start + batch)))
+        images = session.run(["image"], {"z": latents(latent_dim, seeds)})[0]
+        out.append(to_uint8(images[:, 0]))  # rounded as the API's PNG encoder does
+    return np.concatenate(out) if out else np.zeros((0, 0, 0), np.uint8)
