@@ -320,6 +320,21 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from drawai.evaluate import EvaluateError, print_summary, run
+
+    out, err = Console(), Console(stderr=True)
+    try:
+        report = run(args, get_settings(), err)
+    except EvaluateError as exc:
+        err.print(f"[bold red]error:[/] {_scalar(exc)}", highlight=False, soft_wrap=True)
+        return 1
+    print_summary(out, report)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="drawai", description=__doc__)
     parser.add_argument("--log-level", default="INFO")
@@ -345,6 +360,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--epochs", type=int, default=DEMO_SPEC["epochs"])
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("evaluate", help="write a model version's quality report against real images to a folder")
+    p.add_argument("--model", required=True, help="version in DRAWAI_HOME (v3), or a version folder")
+    p.add_argument(
+        "--real",
+        default=None,
+        help="real images: folder, archive, NIfTI or DICOM (default: the held-out split of the model's dataset)",
+    )
+    p.add_argument("--out", default=None, help="folder for report.html, report.json, plots/ (default: drawai-report-V)")
+    p.add_argument("--count", type=int, default=None, help="synthetic images (default: DRAWAI_EVAL_SYNTHETIC_COUNT)")
+    p.add_argument("--seed", type=int, default=0, help="synthetic image i uses seed + i, as POST /generate does")
+    p.add_argument("--metrics", default=None, help="comma-separated subset (default: all)")
+    p.add_argument("--max-real", type=int, default=1000, help="real images kept (a seeded sample beyond that)")
+    p.add_argument("--fid-weights", default=None, help="TorchScript Inception for FID/KID (DRAWAI_FID_WEIGHTS)")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("datasets", help="upload, list and show datasets on a running API")
     p.add_argument("--url", default=None, help="the API (default: DRAWAI_API_URL, http://127.0.0.1:8000)")

@@ -76,6 +76,7 @@ class RealImages:
     heldout_source: str
     train: np.ndarray | None = None  # None: not available (memorization is not computed)
     train_source: str | None = None
+    label: str = "held-out"  # how plots name the real side
 
 
 def _at_size(images: np.ndarray | None, size: int) -> np.ndarray | None:
@@ -190,7 +191,7 @@ def evaluate(
     if heldout is not None:
         grid(heldout[:64]).save(plots_dir / "samples_real.png")
         plots["samples_real"] = f"{PLOTS}/samples_real.png"
-        hist_sets.insert(0, ("real: " + ("held-out" if real.train is not None else "given"), heldout))
+        hist_sets.insert(0, (f"real: {real.label}", heldout))
     if train is not None:
         hist_sets.insert(1, ("real: training", train))
     report_plots.intensity_histograms(hist_sets, plots_dir / "intensity_histograms.png")

@@ -61,7 +61,9 @@ def load_detector(inputs: EvalInputs) -> Any:
         if not path.is_file():
             raise MetricSkipped(f"DRAWAI_FID_WEIGHTS names {path}, which is not a file")
         try:
-            detector = torch.jit.load(str(path), map_location=inputs.device).eval()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # the reference detector is TorchScript
+                detector = torch.jit.load(str(path), map_location=inputs.device).eval()
             with torch.no_grad():
                 probe = detector(torch.zeros(2, 3, INPUT_SIZE, INPUT_SIZE, device=inputs.device), return_features=True)
         except Exception as exc:  # TorchScript raises many types for a wrong or damaged file

@@ -15,8 +15,10 @@ MEMORIZATION_REFERENCE = 0.01
 
 
 def _c2st(value: float, reference: float) -> str:
-    if value <= max(0.6, reference + 0.05):
+    if value <= 0.6:
         return "indistinguishable from the real slices for this classifier"
+    if value <= reference + 0.05:
+        return "no easier to tell from the real slices than the two real sets are from each other (they differ)"
     if value < 0.8:
         return "partly distinguishable from the real slices"
     return "easily told apart from the real slices"

@@ -156,6 +156,26 @@ def test_upload_train_publish(
     assert (mdir / "samples.png").is_file()
     assert sorted(p.name for p in (store.job_dir(job_id) / "samples").iterdir()) == ["epoch_0001.png", "epoch_0002.png"]
 
+    # The worker evaluated the version against the held-out split before publishing it.
+    report = client.get(f"/models/{version}/report").json()
+    assert report["model"]["version"] == "v1" and report["data"]["real"]["count"] == ds["split"]["heldout"]
+    assert report["data"]["training"]["count"] == ds["split"]["train"]
+    assert report["data"]["synthetic"] == {
+        "count": settings.eval_synthetic_count,
+        "first_seed": 0,
+        "last_seed": settings.eval_synthetic_count - 1,
+        "provider": "CPUExecutionProvider",
+    }
+    for name in ("c2st_auc", "intensity_w1", "diversity_msssim", "memorization"):
+        assert report["metrics"][name]["computed"] is True, report["metrics"][name]
+    assert report["metrics"]["fid"]["computed"] is False and "DRAWAI_FID_WEIGHTS" in report["metrics"]["fid"]["reason"]
+    assert [e["epoch"] for e in report["epochs"]] == [1, 2]
+    assert manifest.quality is not None and manifest.quality["summary"] == report["summary"]
+    assert client.get("/models").json()[0]["report"] is True
+    page = client.get(f"/models/{version}/report.html")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.text.count("data:image/png;base64,") == len(report["plots"]) + len(report["epochs"])
+
 
 def test_second_model_activates_only_when_asked(store: Store, client: TestClient, settings: Settings) -> None:
     ds = put_dataset(store, blobs(16))
