@@ -34,7 +34,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,58 +41,16 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import torch
-from torch import nn
+from bench_model import SPEC, publish_bench_model
 
-from models.export import OPSET, check_parity, export_generator, sha256_file
-from models.networks import build
-from models.publish import library_versions
 from models.redisconn import stop_embedded
 from models.sampling import latents
-from models.schemas import ModelManifest, TrainSpec
-from models.store import Store, atomic_write_json
+from models.store import Store
 from service.inference import choose_providers
 
 ROOT = Path(__file__).resolve().parent.parent
-SPEC = TrainSpec(dataset="bench", architecture="dcgan-seed", image_size=128)
 STARTUP_TIMEOUT_S = 180.0
 HTTP_TIMEOUT_S = 600.0
-
-
-def publish_bench_model(store: Store) -> tuple[nn.Module, str, Path]:
-    """An untrained dcgan-seed generator, exported and published (active) with a full manifest."""
-    torch.manual_seed(SPEC.seed)
-    G, _ = build(SPEC)
-    G.eval()
-    with store.staging("bench-model") as staged:
-        onnx_path = staged / "generator.onnx"
-        export_generator(G, SPEC.latent_dim, onnx_path)
-        diff = check_parity(G, SPEC.latent_dim, onnx_path, batch=2)
-        manifest = ModelManifest(
-            version="pending",
-            architecture=SPEC.architecture,
-            image_size=SPEC.image_size,
-            latent_dim=SPEC.latent_dim,
-            conditional=False,
-            classes={},
-            dataset="bench",
-            dataset_sha256="",
-            job_id="benchmark (untrained weights)",
-            spec=SPEC.model_dump(),
-            epochs=0,
-            steps=0,
-            final_losses={"d_loss": None, "g_loss": None},
-            onnx_sha256=sha256_file(onnx_path),
-            onnx_parity_max_abs_diff=diff,
-            onnx_opset=OPSET,
-            onnx_inputs=["z"],
-            library_versions=library_versions(),
-            created=datetime.now(UTC).isoformat(),
-            trained_on="untrained",
-        )
-        atomic_write_json(staged / "model.json", manifest.model_dump())
-        version = store.publish_model(staged)
-    store.set_active(version)
-    return G, version, store.model_dir(version) / "generator.onnx"
 
 
 def free_port() -> int:
