@@ -90,9 +90,8 @@ def main() -> None:
         label = name if values["computed"] else f"{name} (not computed: {values['reason'][:40]}...)"
         rows.append((label, values["seconds"]))
     rows += [("plots", seconds["plots"]), ("HTML page", html_s)]
-    print(
-        f"model: {SPEC.architecture} {SPEC.image_size}px (untrained); provider {report['data']['synthetic']['provider']}"
-    )
+    provider = report["data"]["synthetic"]["provider"]
+    print(f"model: {SPEC.architecture} {SPEC.image_size}px (untrained); ONNX Runtime provider {provider}")
     print(
         f"images: {args.synthetic} synthetic, {args.real} held-out real, {args.train} training, at {SPEC.image_size} px"
     )
