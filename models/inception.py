@@ -8,8 +8,8 @@ the file, ``fid`` and ``kid`` are reported as not computed, with the reason.
 Features are computed once per image set and shared by both metrics (``EvalInputs.cache``); the
 statistics themselves are torchmetrics' ``FrechetInceptionDistance`` and
 ``KernelInceptionDistance``, fed the precomputed features through an identity extractor. The
-reference pair is held-out real against training real, with the training side subsampled to the
-synthetic count so both distances are taken on samples of the same size.
+reference pair is held-out real against training real; both distances are taken on samples of
+one size (``_sets``), since FID and KID depend on it.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ INPUT_SIZE = 299  # Inception-v3's input side
 BATCH = 32  # images per detector call
 KID_SUBSETS = 100
 KID_MAX_SUBSET = 1000
+MAX_PER_SIDE = 1000  # images per side for FID and KID (about 140 ms each through Inception on one CPU core pair)
 NOT_SET = (
     "DRAWAI_FID_WEIGHTS is not set: FID and KID need the TorchScript Inception network "
     "(inception-2015-12-05.pt, as used by StyleGAN2-ADA and clean-fid) on local disk, and Draw.AI never downloads it"
@@ -46,6 +47,21 @@ class _Precomputed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
+
+
+def _optimized(detector: Any, device: str) -> Any:
+    """The detector frozen and optimized for inference (batch norm folded into convolutions: about 1.25x faster
+    on a CPU), when TorchScript can; the detector as loaded otherwise."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            frozen = torch.jit.optimize_for_inference(torch.jit.freeze(detector))
+            with torch.no_grad():
+                frozen(torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE, device=device), return_features=True)
+        return frozen
+    except Exception as exc:  # a detector TorchScript cannot freeze still works as it is
+        log.info("inception detector kept unfrozen: %s", exc)
+        return detector
 
 
 def load_detector(inputs: EvalInputs) -> Any:
@@ -70,6 +86,7 @@ def load_detector(inputs: EvalInputs) -> Any:
             raise MetricSkipped(f"{path.name} is not a usable TorchScript Inception network: {exc}") from None
         if probe.ndim != 2 or probe.shape[0] != 2:
             raise MetricSkipped(f"{path.name} returns features of shape {tuple(probe.shape)}, not [N, D]")
+        detector = _optimized(detector, inputs.device)
     except MetricSkipped as exc:
         inputs.cache["inception_error"] = str(exc)
         raise
@@ -99,17 +116,23 @@ def features(inputs: EvalInputs, key: str, images: np.ndarray) -> torch.Tensor:
     return result
 
 
-def _pairs(inputs: EvalInputs) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor], str]:
-    """(real, synthetic) and the reference (real, real) feature pairs."""
-    real = features(inputs, "real_heldout", inputs.real_heldout)
-    synthetic = features(inputs, "synthetic", inputs.synthetic)
+def _sets(inputs: EvalInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
+    """Features of (real, synthetic, second real): ``n`` images each, the same ``n`` on every side.
+
+    FID and KID shrink as samples grow, so the synthetic comparison (real vs synthetic) and its
+    reference (real vs second real) are taken on samples of one size, ``n`` = the smallest set
+    (at most ``MAX_PER_SIDE``), drawn with the evaluation's seed.
+    """
     a, b, label = inputs.reference()
-    if inputs.real_train is not None:  # the second real side at the synthetic count, seeded
-        pick = np.sort(np.random.default_rng(inputs.seed).permutation(len(b))[: len(inputs.synthetic)])
-        reference = (real, features(inputs, "real_train_subset", b[pick]))
-    else:
-        reference = (features(inputs, "real_half_a", a), features(inputs, "real_half_b", b))
-    return (real, synthetic), reference, label
+    n = min(len(a), len(b), len(inputs.synthetic), MAX_PER_SIDE)
+
+    def pick(images: np.ndarray) -> np.ndarray:  # the same seeded draw for every set
+        return images[np.sort(np.random.default_rng(inputs.seed).permutation(len(images))[:n])]
+
+    real = features(inputs, "real", pick(a))
+    second = features(inputs, "second_real", pick(b))
+    synthetic = features(inputs, "synthetic", pick(inputs.synthetic))
+    return real, synthetic, second, label
 
 
 def _fid(real: torch.Tensor, other: torch.Tensor) -> float:
@@ -137,24 +160,26 @@ def _kid(real: torch.Tensor, other: torch.Tensor, seed: int) -> tuple[float, flo
 
 
 def frechet_distance(inputs: EvalInputs) -> Values:
-    (real, synthetic), (ref_a, ref_b), label = _pairs(inputs)
+    real, synthetic, second, label = _sets(inputs)
     return {
         "synthetic_vs_real": _fid(real, synthetic),
-        "real_vs_real": _fid(ref_a, ref_b),
+        "real_vs_real": _fid(real, second),
         "reference": label,
+        "images_per_side": len(real),
         "features": int(real.shape[1]),
     }
 
 
 def kernel_distance(inputs: EvalInputs) -> Values:
-    (real, synthetic), (ref_a, ref_b), label = _pairs(inputs)
+    real, synthetic, second, label = _sets(inputs)
     mean, std = _kid(real, synthetic, inputs.seed)
-    ref_mean, ref_std = _kid(ref_a, ref_b, inputs.seed)
+    ref_mean, ref_std = _kid(real, second, inputs.seed)
     return {
         "synthetic_vs_real": mean,
         "synthetic_vs_real_std": std,
         "real_vs_real": ref_mean,
         "real_vs_real_std": ref_std,
         "reference": label,
-        "subset_size": min(len(real), len(synthetic), KID_MAX_SUBSET),
+        "images_per_side": len(real),
+        "subset_size": min(len(real), KID_MAX_SUBSET),
     }
