@@ -82,6 +82,8 @@ def _follow(client: Any, job_id: str) -> dict[str, Any]:
             p = job.get("progress") or {}
             losses = f"D {p['d_loss']:.3f}  G {p['g_loss']:.3f}" if p.get("d_loss") is not None else ""
             phase = f"{p.get('phase', job['status'])} epoch {p.get('epoch', 0)}/{p.get('epochs', '?')}"
+            if p.get("detail"):  # evaluating: the metric being computed
+                phase = f"{p['phase']}: {p['detail']}"
             bar.update(task, total=p.get("steps") or None, completed=p.get("step", 0), losses=losses, description=phase)
             if job["status"] in ("finished", "failed", "canceled"):
                 return dict(job)
@@ -104,7 +106,20 @@ def _write_demo_outputs(client: Any, model_dir: Path, out: Path) -> list[Path]:
     grid.write_bytes(r.content)
     samples = out / "training_samples.png"
     shutil.copyfile(model_dir / "samples.png", samples)
-    return [images, grid, samples]
+    report = out / "report.html"
+    report.write_bytes(client.get(f"/models/{model_dir.name}/report.html").raise_for_status().content)
+    return [images, grid, samples, report]
+
+
+def _print_quality(client: Any, version: str) -> None:
+    """The headline of the version's quality report, one line per metric."""
+    summary = client.get(f"/models/{version}/report").raise_for_status().json()["summary"]
+    print(f"quality of {version} (synthetic vs real; reference: real vs real):")
+    for name, row in summary.items():
+        if row["computed"]:
+            print(f"  {name:<17} {row['value']:.4g} (reference {row['reference']:.4g}): {row['reading']}")
+        else:
+            print(f"  {name:<17} not computed: {row['reason']}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -133,6 +148,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             version = job["model_version"]
             client.post(f"/models/{version}/activate").raise_for_status()  # this API process serves it now
             print(f"model {version} trained and active")
+            _print_quality(client, version)
             paths = _write_demo_outputs(client, stack.home / "models" / version, out)
         print("wrote:")
         for p in paths:

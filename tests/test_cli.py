@@ -99,3 +99,6 @@ def test_demo_end_to_end(settings: Settings, tmp_path: Path) -> None:
     assert img.mode == "L" and img.size == (64, 64) and img.text["Synthetic"] == "true"
     assert Image.open(out / "grid.png").size[0] > 4 * 64
     assert (out / "training_samples.png").is_file()
+    assert "quality of v1" in r.stdout and "c2st_auc" in r.stdout and "memorization" in r.stdout
+    page = (out / "report.html").read_text()
+    assert "Draw.AI quality report: model v1" in page and page.count("data:image/png;base64,") >= 6
