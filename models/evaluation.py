@@ -79,7 +79,7 @@ class RealImages:
     label: str = "held-out"  # how plots name the real side
 
 
-def _at_size(images: np.ndarray | None, size: int) -> np.ndarray | None:
+def at_model_size(images: np.ndarray | None, size: int) -> np.ndarray | None:
     """Real images at the model's size, resized the way training resized them (area / bilinear)."""
     if images is None or len(images) == 0:
         return None
@@ -148,8 +148,8 @@ def evaluate(
     synthetic = synthesize(session, manifest.latent_dim, config.synthetic_count, config.seed)
     provider = session.get_providers()[0]
     synthesis_s = time.perf_counter() - t0
-    heldout = _at_size(real.heldout, manifest.image_size)
-    train = _at_size(real.train, manifest.image_size)
+    heldout = at_model_size(real.heldout, manifest.image_size)
+    train = at_model_size(real.train, manifest.image_size)
 
     # -- Phase 2: the metrics -------------------------------------------------------------------
     inputs: EvalInputs | None = None

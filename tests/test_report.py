@@ -246,3 +246,60 @@ def test_cli_evaluate_on_a_folder(store: Store, settings: Settings, tmp_path: Pa
         timeout=120,
     )
     assert bad.returncode == 1 and "no model version 'v42'" in bad.stderr and "v1" in bad.stderr
+
+
+def fake_generator(folder: Path, table: np.ndarray) -> Path:
+    """A real ONNX "generator" that returns one of ``table``'s uint8 images, picked by the argmax of ``z``.
+
+    latent_dim = len(table), so every row is equally likely; one row makes a fully collapsed generator.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from models.schemas import ModelManifest
+
+    k, size = len(table), table.shape[-1]
+    rows = (table.astype(np.float32) / 127.5 - 1.0)[:, None]  # exactly back to the same uint8 in to_uint8
+    graph = helper.make_graph(
+        [
+            helper.make_node("ArgMax", ["z"], ["row"], axis=1, keepdims=0),
+            helper.make_node("Gather", ["table", "row"], ["image"], axis=0),
+        ],
+        "fake",
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", k])],
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, size, size])],
+        [numpy_helper.from_array(rows, "table")],
+    )
+    folder.mkdir(parents=True)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), folder / "generator.onnx")
+    manifest = ModelManifest(
+        version="vfake", architecture="fake", image_size=size, latent_dim=k, conditional=False, classes={},
+        dataset="ds-none", dataset_sha256="", job_id="none", spec={}, epochs=1, steps=1,
+        final_losses={}, onnx_sha256="", onnx_parity_max_abs_diff=0.0, onnx_opset=17, onnx_inputs=["z"],
+        library_versions={}, created="",
+    )  # fmt: skip
+    (folder / "model.json").write_text(manifest.model_dump_json())
+    return folder
+
+
+def test_generators_that_copy_or_collapse_are_caught_end_to_end(demo: np.ndarray, tmp_path: Path) -> None:
+    """Through ONNX Runtime, the report and its page: verbatim copies of training slices, and one repeated slice."""
+    from models.evaluation import at_model_size
+
+    train, held = demo[0::2], demo[1::2]
+    train64 = at_model_size(train, 64)
+    assert train64 is not None
+    real = RealImages(held, "held-out split", train, "training split")
+    config = EvalConfig(synthetic_count=60, metrics=("memorization", "diversity_msssim", "c2st_auc"))
+
+    copier = evaluate(fake_generator(tmp_path / "copier", train64), tmp_path / "copier-report", real, config)
+    memo = copier["metrics"]["memorization"]
+    assert memo["likely_copies_fraction"] == 1.0 and memo["synthetic_p50"] == 0.0
+    assert all(p["likely_copy"] and p["distance"] == 0.0 for p in copier["closest_pairs"])
+    assert "privacy risk" in copier["summary"]["memorization"]["reading"]
+    assert "Synthetic slices nearest to a training slice" in embedded_images(render(copier, tmp_path / "copier-report"))
+
+    collapsed = evaluate(fake_generator(tmp_path / "one", train64[10:11]), tmp_path / "one-report", real, config)
+    diversity = collapsed["metrics"]["diversity_msssim"]
+    assert diversity["synthetic"] > 0.99 and diversity["synthetic"] > diversity["real"] + 0.3
+    assert "mode collapse" in collapsed["summary"]["diversity_msssim"]["reading"]
