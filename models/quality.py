@@ -109,7 +109,7 @@ class EvalInputs:
     def reference(self) -> tuple[np.ndarray, np.ndarray, str]:
         """Two real sets to compute a metric's reference on, and how they were chosen."""
         if self.real_train is not None:
-            return self.real_heldout, self.real_train, "held-out real vs training real"
+            return self.real_heldout, self.real_train, "real vs training real"
         order = np.random.default_rng(self.seed).permutation(len(self.real_heldout))
         half = len(order) // 2
         return self.real_heldout[order[:half]], self.real_heldout[order[half:]], "two halves of the real images"
