@@ -113,9 +113,11 @@ def _write_demo_outputs(client: Any, model_dir: Path, out: Path) -> list[Path]:
 
 def _print_quality(client: Any, version: str) -> None:
     """The headline of the version's quality report, one line per metric."""
-    summary = client.get(f"/models/{version}/report").raise_for_status().json()["summary"]
+    from models.report_summary import summarize
+
+    report = client.get(f"/models/{version}/report").raise_for_status().json()
     print(f"quality of {version} (synthetic vs real; reference: real vs real):")
-    for name, row in summary.items():
+    for name, row in summarize(report["metrics"]).items():
         if row["computed"]:
             print(f"  {name:<17} {row['value']:.4g} (reference {row['reference']:.4g}): {row['reading']}")
         else:

@@ -13,7 +13,7 @@ from typing import Any
 
 from jinja2 import Environment, select_autoescape
 
-from models.report_summary import summarize
+from models.report_summary import ordered, summarize
 
 # Labels of the plots, in the order they appear on the page.
 PLOT_TITLES = {
@@ -120,7 +120,7 @@ def render(report: dict[str, Any], base: Path, title: str | None = None) -> str:
         seconds=report.get("seconds", {"total": 0.0}),
         data=report.get("data", {}),
         notes=report.get("notes", []),
-        rows=[(name, summary.get(name, {"computed": False, "reason": "no headline value"})) for name in metrics],
+        rows=[(name, summary.get(name, {"computed": False, "reason": "no headline"})) for name in ordered(metrics)],
         meanings=report.get("meanings", {}),
         reference_label=", ".join(sorted(references)) or "none",
         plots=plots,

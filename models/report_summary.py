@@ -69,10 +69,20 @@ _HEADLINES: dict[str, tuple[str, str | None, Any]] = {
 }
 
 
+def ordered(names: Any) -> list[str]:
+    """Metric names in the report's order (the registry's), unknown ones after, alphabetically."""
+    known = list(_HEADLINES)
+    return sorted(names, key=lambda n: (known.index(n) if n in known else len(known), n))
+
+
 def summarize(metrics: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """``{metric: {"value", "reference", "reading"}}``, or ``{"computed": False, "reason"}`` for skipped ones."""
+    """``{metric: {"value", "reference", "reading"}}``, or ``{"computed": False, "reason"}`` for skipped ones.
+
+    In the report's order (``ordered``), whatever order ``metrics`` came in (report.json sorts its keys).
+    """
     out: dict[str, dict[str, Any]] = {}
-    for name, values in metrics.items():
+    for name in ordered(metrics):
+        values = metrics[name]
         if not values.get("computed", True):
             out[name] = {"computed": False, "reason": values.get("reason", "")}
             continue
