@@ -82,7 +82,7 @@ def test_html_report_embeds_every_plot(store: Store, demo: np.ndarray, tmp_path:
     assert report["data"]["synthetic"]["count"] == 40 and report["data"]["real"]["count"] == 28
     assert json.loads((tmp_path / "report.json").read_text()) == report
 
-    page = render(report, tmp_path)
+    page = render(json.loads((tmp_path / "report.json").read_text()), tmp_path)  # as the API reads it
     images = embedded_images(page)
     expected = {
         "Training losses",
