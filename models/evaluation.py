@@ -33,16 +33,15 @@ import torch
 
 from models import report_plots
 from models.plots import grid, to_uint8
-from models.quality import MEANINGS, METRICS, EvalInputs, compute, nearest
+from models.quality import MEANINGS, METRICS, EvalInputs, compute, nearest_training
 from models.report_summary import summarize
 from models.sampling import open_session, synthesize
 from models.schemas import ModelManifest
-from models.store import REPORT_JSON, atomic_write_json
+from models.store import REPORT_JSON, REPORT_PLOTS, atomic_write_json
 from models.training import TrainingAborted, prepare_images
 
 log = logging.getLogger(__name__)
 
-PLOTS = "plots"
 REPORT_FORMAT = 1
 SMALL_REAL_SET = 50  # below this many real images, the report warns that the tests have little power
 
@@ -98,14 +97,14 @@ def _epoch_grids(samples_dir: Path | None, out: Path, count: int) -> list[dict[s
     for i in picks:
         src = files[i]
         shutil.copyfile(src, out / src.name)
-        shown.append({"epoch": int(src.stem.split("_")[1]), "plot": f"{PLOTS}/epochs/{src.name}"})
+        shown.append({"epoch": int(src.stem.split("_")[1]), "plot": f"{REPORT_PLOTS}/epochs/{src.name}"})
     return shown
 
 
 def _pairs(inputs: EvalInputs, count: int, seed: int, threshold: float | None) -> list[dict[str, Any]]:
     if inputs.real_train is None or count < 1:
         return []
-    distances, indices = nearest(inputs.synthetic, inputs.real_train)
+    distances, indices = nearest_training(inputs, "synthetic")  # computed once, with memorization
     order = np.argsort(distances, kind="stable")[:count]
     return [
         {
@@ -132,7 +131,9 @@ def evaluate(
     """Evaluate the version in ``model_dir`` against ``real``; write the report into ``out_dir``; return it."""
     started = time.perf_counter()
     manifest = ModelManifest.model_validate_json((model_dir / "model.json").read_bytes())
-    names = [n for n in config.metrics if n in METRICS]
+    names = list(config.metrics)
+    if unknown := [n for n in names if n not in METRICS]:
+        raise ValueError(f"unknown metrics {unknown}; known: {sorted(METRICS)}")
     total = len(names) + 2  # synthesis, the metrics, the plots
 
     def step(what: str, done: int) -> None:
@@ -174,7 +175,7 @@ def evaluate(
     # -- Phase 3: plots -------------------------------------------------------------------------
     step("plots", total - 1)
     t0 = time.perf_counter()
-    plots_dir = out_dir / PLOTS
+    plots_dir = out_dir / REPORT_PLOTS
     plots_dir.mkdir(parents=True, exist_ok=True)
     plots: dict[str, str] = {}
     spec = manifest.spec or {}
@@ -183,25 +184,25 @@ def evaluate(
     report_plots.loss_curves(
         history.get("d_loss", []), history.get("g_loss", []), steps_per_epoch, plots_dir / "loss_curves.png"
     )
-    plots["loss_curves"] = f"{PLOTS}/loss_curves.png"
+    plots["loss_curves"] = f"{REPORT_PLOTS}/loss_curves.png"
     epochs = _epoch_grids(samples_dir, plots_dir / "epochs", config.epoch_grids)
     grid(synthetic[:64]).save(plots_dir / "samples_synthetic.png")
-    plots["samples_synthetic"] = f"{PLOTS}/samples_synthetic.png"
+    plots["samples_synthetic"] = f"{REPORT_PLOTS}/samples_synthetic.png"
     hist_sets = [("synthetic", synthetic)]
     if heldout is not None:
         grid(heldout[:64]).save(plots_dir / "samples_real.png")
-        plots["samples_real"] = f"{PLOTS}/samples_real.png"
+        plots["samples_real"] = f"{REPORT_PLOTS}/samples_real.png"
         hist_sets.insert(0, (f"real: {real.label}", heldout))
     if train is not None:
         hist_sets.insert(1, ("real: training", train))
     report_plots.intensity_histograms(hist_sets, plots_dir / "intensity_histograms.png")
-    plots["intensity_histograms"] = f"{PLOTS}/intensity_histograms.png"
+    plots["intensity_histograms"] = f"{REPORT_PLOTS}/intensity_histograms.png"
     memo = metrics.get("memorization", {})
     threshold = memo.get("threshold") if memo.get("computed") else None
     pairs = _pairs(inputs, config.closest_pairs, config.seed, threshold) if inputs is not None else []
     if pairs and inputs is not None and inputs.real_train is not None:
         report_plots.closest_pairs(synthetic, inputs.real_train, pairs, plots_dir / "closest_pairs.png")
-        plots["closest_pairs"] = f"{PLOTS}/closest_pairs.png"
+        plots["closest_pairs"] = f"{REPORT_PLOTS}/closest_pairs.png"
     plots_s = time.perf_counter() - t0
 
     real_count = 0 if heldout is None else len(heldout)

@@ -12,7 +12,7 @@ from typing import Any
 
 from models.export import OPSET, check_parity, export_generator, sha256_file
 from models.schemas import DatasetInfo, ModelManifest, TrainSpec
-from models.store import Store, atomic_write_json
+from models.store import REPORT_JSON, REPORT_PLOTS, Store, atomic_write_json
 from models.training import TrainingAborted, TrainResult
 
 log = logging.getLogger(__name__)
@@ -44,10 +44,10 @@ def _evaluate_staged(evaluate: Evaluator, staged: Path) -> dict[str, Any]:
         raise
     except Exception as exc:
         log.exception("evaluation failed; publishing the model without a report")
-        shutil.rmtree(staged / "plots", ignore_errors=True)
-        (staged / "report.json").unlink(missing_ok=True)
+        shutil.rmtree(staged / REPORT_PLOTS, ignore_errors=True)
+        (staged / REPORT_JSON).unlink(missing_ok=True)
         return {"error": f"{type(exc).__name__}: {exc}"}
-    return {"summary": report["summary"], "report": "report.json", "seconds": report["seconds"]["total"]}
+    return {"summary": report["summary"], "report": REPORT_JSON, "seconds": report["seconds"]["total"]}
 
 
 def publish(

@@ -90,7 +90,8 @@ class EvalInputs:
     seed: int = 0
     fid_weights: Path | None = None  # TorchScript Inception (DRAWAI_FID_WEIGHTS); None: no FID/KID
     device: str = "cpu"  # where the classifier and the Inception network run
-    cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # shared by fid and kid
+    # Work shared between metrics and the report: Inception features (fid, kid), nearest neighbours.
+    cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         shapes = set()
@@ -235,12 +236,20 @@ def nearest(queries: np.ndarray, references: np.ndarray) -> tuple[np.ndarray, np
     return (best / np.sqrt(q.shape[1])).numpy(), best_index.numpy()
 
 
-@register
-def memorization(inputs: EvalInputs) -> Values:
+def nearest_training(inputs: EvalInputs, side: str) -> tuple[np.ndarray, np.ndarray]:
+    """``nearest`` of the ``"synthetic"`` or ``"real_heldout"`` images among the training images (cached)."""
     if inputs.real_train is None:
         raise MetricSkipped("the training images are not available, so nothing can be compared with them")
-    synthetic, _ = nearest(inputs.synthetic, inputs.real_train)
-    real, _ = nearest(inputs.real_heldout, inputs.real_train)
+    key = f"nearest:{side}"
+    if key not in inputs.cache:
+        inputs.cache[key] = nearest(getattr(inputs, side), inputs.real_train)
+    return inputs.cache[key]
+
+
+@register
+def memorization(inputs: EvalInputs) -> Values:
+    synthetic, _ = nearest_training(inputs, "synthetic")
+    real, _ = nearest_training(inputs, "real_heldout")
     threshold = float(np.percentile(real, 1))
     values: Values = {"likely_copies_fraction": float(np.mean(synthetic < threshold)), "threshold": threshold}
     for q in (1, 5, 50):

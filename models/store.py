@@ -40,7 +40,8 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _VERSION = re.compile(r"^v(\d+)$")
 
 DatasetSplit = Literal["train", "heldout", "all"]
-REPORT_JSON = "report.json"  # a version's quality report (models.evaluation), plots under plots/
+REPORT_JSON = "report.json"  # a version's quality report (models.evaluation)
+REPORT_PLOTS = "plots"  # ... and the folder of its plots, beside it
 
 
 class NotFoundError(KeyError):
