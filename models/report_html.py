@@ -89,8 +89,10 @@ readings are rules of thumb against that reference. Every value, with its detail
 """
 
 
-def _data_uri(path: Path) -> str | None:
-    if not path.is_file():
+def _data_uri(base: Path, relative: str) -> str | None:
+    """A PNG beside the report as a data: URI; None when missing or outside ``base`` (a hand-edited report)."""
+    path = (base / relative).resolve()
+    if not path.is_relative_to(base.resolve()) or not path.is_file():
         return None
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
@@ -107,11 +109,11 @@ def render(report: dict[str, Any], base: Path, title: str | None = None) -> str:
     summary = summarize(metrics)
     references = {str(v.get("reference")) for v in metrics.values() if isinstance(v.get("reference"), str)}
     plots = [
-        (key, PLOT_TITLES.get(key, key), _LEAD.get(key), _data_uri(base / rel))
+        (key, PLOT_TITLES.get(key, key), _LEAD.get(key), _data_uri(base, rel))
         for key in [*PLOT_TITLES, *(k for k in report.get("plots", {}) if k not in PLOT_TITLES)]
         if (rel := report.get("plots", {}).get(key))
     ]
-    epochs = [{"epoch": e["epoch"], "uri": _data_uri(base / e["plot"])} for e in report.get("epochs", [])]
+    epochs = [{"epoch": e["epoch"], "uri": _data_uri(base, e["plot"])} for e in report.get("epochs", [])]
     model = report.get("model", {})
     return template.render(
         title=title or f"Draw.AI quality report: model {model.get('version', '?')}",

@@ -214,6 +214,10 @@ def test_report_routes(client: TestClient, store: Store, demo: np.ndarray) -> No
     assert r.status_code == 200 and r.json()["metrics"]["memorization"]["computed"] is False
     page = client.get(f"/models/{version}/report.html")
     assert page.status_code == 200 and embedded_images(page.text)
+    tampered = {**r.json(), "plots": {"loss_curves": "../../../../../../etc/passwd"}}
+    (store.model_dir(version) / "report.json").write_text(json.dumps(tampered))
+    page = client.get(f"/models/{version}/report.html").text
+    assert "(plot file missing)" in page and "root:" not in page and "data:image" not in page
     (store.model_dir(version) / "report.json").write_text("{broken")
     r = client.get(f"/models/{version}/report")
     assert r.status_code == 409 and "not valid JSON" in r.json()["detail"]
