@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -82,12 +82,37 @@ class Settings(BaseSettings):
 
     # Command line: the API that `drawai datasets ...` talks to (its --url overrides this).
     api_url: str = "http://127.0.0.1:8000"
+    # ... and the key it sends (Authorization: Bearer); None: the first of api_keys, if any.
+    api_key: SecretStr | None = None
+
+    # Access control. Comma-separated keys; when set, every route that changes state (datasets, jobs,
+    # activation) needs one (Authorization: Bearer KEY or X-API-Key: KEY), and POST /generate too
+    # unless public_generate. SecretStr: never shown in logs or reprs.
+    api_keys: SecretStr | None = None
+    public_generate: bool = False
+    # The API refuses to listen on a non-loopback address without api_keys unless this is true.
+    allow_anonymous: bool = False
+    # uvicorn worker processes of `drawai api` (the API image's entry point). With more than one, the
+    # API's metrics use prometheus_client's multiprocess mode in metrics_dir.
+    api_workers: int = Field(default=1, ge=1, le=64)
+    # Folder of prometheus_client's multiprocess files (PROMETHEUS_MULTIPROC_DIR); None: home/metrics
+    # when api_workers > 1.
+    metrics_dir: Path | None = None
+    # Port of the worker's own /metrics (training progress, job durations, GPU memory); 0: none.
+    worker_metrics_port: int = Field(default=9100, ge=0, le=65535)
 
     @model_validator(mode="after")
     def _check_percentiles(self) -> Settings:
         if self.intensity_low_pct >= self.intensity_high_pct:
             raise ValueError("intensity_low_pct must be below intensity_high_pct")
         return self
+
+
+def split_keys(value: SecretStr | None) -> list[str]:
+    """The keys of a comma-separated ``SecretStr`` (blank entries dropped)."""
+    if value is None:
+        return []
+    return [key.strip() for key in value.get_secret_value().split(",") if key.strip()]
 
 
 @lru_cache
