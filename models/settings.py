@@ -98,8 +98,10 @@ class Settings(BaseSettings):
     # Folder of prometheus_client's multiprocess files (PROMETHEUS_MULTIPROC_DIR); None: home/metrics
     # when api_workers > 1.
     metrics_dir: Path | None = None
-    # Port of the worker's own /metrics (training progress, job durations, GPU memory); 0: none.
+    # Port of the worker's own /metrics and /healthz (training progress, job durations, GPU memory); 0: none.
     worker_metrics_port: int = Field(default=9100, ge=0, le=65535)
+    # ... and the address it listens on: loopback unless a scraper elsewhere needs it (the image: 0.0.0.0).
+    worker_metrics_host: str = "127.0.0.1"
 
     @model_validator(mode="after")
     def _check_percentiles(self) -> Settings:

@@ -6,8 +6,14 @@ from a pure ASGI middleware that never touches response bodies; their ``route`` 
 route *template* (``/jobs/{job_id}``), never the raw path, and ``unmatched`` for unknown paths,
 so the label set stays bounded whatever clients send.
 
-``drawai_jobs`` and ``drawai_active_model_info`` are computed at scrape time by custom
-collectors. A collector that fails (Redis down) is skipped and logged; ``/metrics`` still answers.
+``drawai_jobs``, ``drawai_queue_depth``, ``drawai_workers`` and ``drawai_active_model_info`` are
+computed at scrape time by custom collectors. A collector that fails (Redis down) is skipped and
+logged; ``/metrics`` still answers.
+
+With several uvicorn worker processes (``DRAWAI_API_WORKERS``), ``drawai api`` sets
+prometheus_client's multiprocess folder before they start: counters and histograms are then
+written to files there, and a scrape of any process sums every process's values
+(``MultiProcessCollector``), so rates stay right whichever process answers.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, values
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -61,6 +67,41 @@ class JobsCollector(Collector):
         for status, n in counts.items():
             family.add_metric([status], n)
         return [family]
+
+
+WORKER_STATES = ("idle", "busy", "suspended", "started")
+
+
+class QueueCollector(Collector):
+    """``drawai_queue_depth{queue}`` (jobs waiting in each RQ queue) and ``drawai_workers{state}``."""
+
+    def __init__(self, queue: Callable[[], Queue | None]) -> None:
+        self._queue = queue
+
+    def collect(self) -> Iterable[Metric]:
+        from rq import Queue, Worker
+
+        queue = self._queue()
+        if queue is None:
+            return []
+        try:
+            queues = {q.name: q for q in Queue.all(connection=queue.connection)}
+            queues.setdefault(queue.name, queue)  # the training queue is listed even before its first job
+            depths = {name: q.count for name, q in sorted(queues.items())}
+            states = dict.fromkeys(WORKER_STATES, 0)
+            for w in Worker.all(connection=queue.connection):
+                state = str(w.get_state())
+                states[state] = states.get(state, 0) + 1
+        except Exception as exc:  # Redis down
+            log.warning("metrics: cannot read queues, drawai_queue_depth and drawai_workers skipped: %s", exc)
+            return []
+        depth = GaugeMetricFamily("drawai_queue_depth", "Jobs waiting in each RQ queue.", labels=["queue"])
+        for name, n in depths.items():
+            depth.add_metric([name], n)
+        workers = GaugeMetricFamily("drawai_workers", "RQ workers registered in Redis, by state.", labels=["state"])
+        for state, n in states.items():
+            workers.add_metric([state], n)
+        return [depth, workers]
 
 
 class ActiveModelCollector(Collector):
@@ -114,8 +155,14 @@ class ApiMetrics:
             "drawai_inference_duration_seconds", "Time of one batched ONNX Runtime inference call.",
             buckets=INFERENCE_BUCKETS, registry=r,
         )  # fmt: skip
-        r.register(JobsCollector(lambda: self.queue))
-        r.register(ActiveModelCollector(lambda: self.models))
+        # Computed at scrape time; in multiprocess mode they join the files' values on a fresh registry.
+        self.scrape_collectors: list[Collector] = [
+            JobsCollector(lambda: self.queue),
+            QueueCollector(lambda: self.queue),
+            ActiveModelCollector(lambda: self.models),
+        ]
+        for collector in self.scrape_collectors:
+            r.register(collector)
 
     def bind(self, queue: Queue, models: ModelHolder) -> None:
         """Give the scrape-time collectors what the lifespan opened."""
@@ -173,8 +220,20 @@ class RequestMetricsMiddleware:
         m.http_request_duration.labels(method=method, route=route).observe(seconds)
 
 
-def exposition(metrics: ApiMetrics) -> tuple[bytes, str]:
-    """The body and content type of ``GET /metrics``."""
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+def multiprocess_mode() -> bool:
+    """Whether prometheus_client keeps values in multiprocess files (it decides once, at import)."""
+    return values.ValueClass is not values.MutexValue
 
-    return generate_latest(metrics.registry), CONTENT_TYPE_LATEST
+
+def exposition(metrics: ApiMetrics) -> tuple[bytes, str]:
+    """The body and content type of ``GET /metrics``: this process's registry, or every process's values."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    if not multiprocess_mode():
+        return generate_latest(metrics.registry), CONTENT_TYPE_LATEST
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    for collector in metrics.scrape_collectors:
+        registry.register(collector)
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -109,10 +109,15 @@ def worker_env(settings: Settings) -> dict[str, str]:
     }
 
 
-def spawn_worker(settings: Settings, burst: bool = True) -> subprocess.Popen[bytes]:
-    """``drawai worker`` in its own process group (so a test can kill it and its work horse)."""
+def spawn_worker(settings: Settings, burst: bool = True, metrics_port: int = 0) -> subprocess.Popen[bytes]:
+    """``drawai worker`` in its own process group (so a test can kill it and its work horse).
+
+    Its ``/metrics`` is served only when a test asks for it (``metrics_port``): workers of
+    different tests never compete for one port.
+    """
     cmd = [sys.executable, "-m", "drawai.cli", "worker"] + (["--burst"] if burst else [])
-    return subprocess.Popen(cmd, env=worker_env(settings), start_new_session=True)
+    env = {**worker_env(settings), "DRAWAI_WORKER_METRICS_PORT": str(metrics_port)}
+    return subprocess.Popen(cmd, env=env, start_new_session=True)
 
 
 DEMO_SLICES = Path(__file__).resolve().parent.parent / "data" / "demo" / "mni152_axial"
