@@ -14,8 +14,7 @@ from models.redisconn import free_port
 from models.settings import Settings
 from models.store import Store
 from tests.conftest import blobs, put_dataset, spawn_worker, wait_for
-
-TINY = {"architecture": "dcgan", "image_size": 32, "width": 8, "latent_dim": 16, "batch_size": 8, "seed": 1}
+from tests.test_jobs import TINY, kill_worker
 
 
 def samples(text: str, name: str) -> dict[str, float]:
@@ -27,12 +26,12 @@ def samples(text: str, name: str) -> dict[str, float]:
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)  # RQ's warm shutdown
+    """Warm shutdown (SIGTERM); a worker still busy after 30 s is killed with its work horse."""
+    proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        kill_worker(proc)
 
 
 def test_worker_serves_training_progress_and_job_durations(

@@ -1,0 +1,97 @@
+"""Restart safety: queued and running jobs survive a killed worker, a restarted Redis and a restarted API."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from redis import Redis
+from rq.registry import StartedJobRegistry
+
+from models.redisconn import _answers, free_port, redis_server_binary
+from models.settings import Settings
+from models.store import Store
+from models.training import CHECKPOINT
+from service.main import create_app
+from tests.conftest import blobs, put_dataset, spawn_worker, wait_for
+from tests.test_jobs import TINY, finish, kill_worker
+
+
+class RedisServer:
+    """A real redis-server with append-only persistence (as docker-compose runs it), restartable on one port."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            redis_server_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.folder),
+            "--appendonly", "yes", "--save", "", "--daemonize", "yes",
+            "--pidfile", str(self.folder / "redis.pid"), "--logfile", str(self.folder / "redis.log"),
+        ]  # fmt: skip
+        subprocess.run(cmd, check=True)
+        wait_for(lambda: _answers(self.url), 15, "redis to start")
+
+    def stop(self) -> None:
+        if _answers(self.url):
+            Redis.from_url(self.url).shutdown()  # writes the append-only file, as `docker compose restart redis`
+        wait_for(lambda: not _answers(self.url), 15, "redis to stop")
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_jobs_survive_killed_worker_and_restarted_redis_and_api(tmp_path: Path, own_redis: RedisServer) -> None:
+    settings = Settings(
+        home=tmp_path / "home",
+        redis_url=own_redis.url,
+        job_monitoring_interval_s=1,
+        job_heartbeat_grace_s=2,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    store = Store(settings.home).ensure()
+    ds = put_dataset(store, blobs(32))
+    with TestClient(create_app(settings)) as api:
+        running = api.post("/jobs/train", json={**TINY, "dataset": ds.id, "epochs": 60, "checkpoint_every": 5})
+        queued = [api.post("/jobs/train", json={**TINY, "dataset": ds.id, "epochs": 2}) for _ in range(2)]
+    ids = [r.json()["id"] for r in (running, *queued)]
+
+    worker = spawn_worker(settings, burst=False)
+    ckpt = store.job_dir(ids[0]) / CHECKPOINT
+    try:
+        wait_for(ckpt.exists, 120, "a first checkpoint of the running job")
+    finally:
+        kill_worker(worker)  # SIGKILL, worker and work horse, mid-training; two jobs still queued
+    killed_at = torch.load(ckpt, weights_only=False)["step"]
+    assert 0 < killed_at < 240
+
+    own_redis.stop()  # Redis restarts: everything it knew comes back from its append-only file
+    own_redis.start()
+
+    with TestClient(create_app(settings)) as api:  # a restarted API lists every job
+        statuses = [api.get(f"/jobs/{i}").json()["status"] for i in ids]
+        assert statuses == ["started", "queued", "queued"]
+    started = StartedJobRegistry(settings.queue_name, connection=Redis.from_url(own_redis.url))
+    wait_for(lambda: started.get_expired_job_ids(), 30, "the killed job's heartbeat to lapse")
+    finish(spawn_worker(settings), timeout=400)  # a new worker retries the abandoned job and runs the queued ones
+
+    with TestClient(create_app(settings)) as api:
+        jobs = [api.get(f"/jobs/{i}").json() for i in ids]
+    assert [j["status"] for j in jobs] == ["finished"] * 3, jobs
+    assert jobs[0]["progress"]["resumed_from_step"] == killed_at  # resumed from its checkpoint, not from zero
+    assert sorted(j["model_version"] for j in jobs) == ["v1", "v2", "v3"]
+    assert [m.version for m in store.list_models()] == ["v1", "v2", "v3"]  # models in the store survive too
