@@ -3,6 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TOOLS := $(VENV)/.tools
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: venv test test-all lint demo worker api clean
 
@@ -16,10 +18,25 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: $(STAMP)
+# The deployment checks (tests/test_deploy.py) validate the compose files with Debian's docker-compose and
+# docker/prometheus.yml with promtool. promtool is taken out of Debian's prometheus package into .venv/bin
+# rather than installing that package, whose maintainer scripts would start a Prometheus server.
+$(TOOLS): $(STAMP)
+	command -v docker-compose >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }
+	command -v promtool >/dev/null || [ -x $(BIN)/promtool ] || { tmp=$$(mktemp -d) && chmod 777 $$tmp && \
+	  { (cd $$tmp && apt-get download -qq prometheus 2>/dev/null) || \
+	    { $(SUDO) apt-get update -qq && (cd $$tmp && apt-get download -qq prometheus); }; } && \
+	  dpkg-deb --fsys-tarfile $$tmp/prometheus_*.deb | tar -xO ./usr/bin/promtool > $(BIN)/promtool.part && \
+	  chmod +x $(BIN)/promtool.part && mv $(BIN)/promtool.part $(BIN)/promtool && rm -rf $$tmp; }
+	docker-compose version --short
+	PATH="$(BIN):$$PATH" promtool --version 2>&1 | head -1
+	touch $@
+
+test: $(STAMP) $(TOOLS)
 	$(BIN)/python -m pytest -q
 
-test-all: $(STAMP)
+test-all: $(STAMP) $(TOOLS)
 	$(BIN)/python -m pytest -q -m ""
 
 lint: $(STAMP)

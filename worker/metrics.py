@@ -57,7 +57,12 @@ class TrainingCollector(Collector):
             return []
         if job is None:
             return []
-        progress = (job.meta or {}).get("progress") or {}
+        try:
+            meta = job.get_meta(refresh=True)  # RQ caches the current Job: its meta is as of when it started
+        except Exception as exc:
+            log.warning("metrics: cannot read the running job's progress: %s", exc)
+            return []
+        progress = (meta or {}).get("progress") or {}
         labels = [self._worker_name(), job.id]
         out: list[Metric] = []
         for key, name, doc in _PROGRESS_GAUGES:
