@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from models.settings import get_settings
+from models.settings import Settings, get_settings
 
 DEMO_DATA = Path(__file__).resolve().parent.parent / "data" / "demo" / "mni152_axial"
 # Sized for two CPU cores: a small DCGAN at 64 px trains in a few minutes.
@@ -41,17 +41,45 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _multiprocess_metrics_dir(settings: Settings) -> Path:
+    """The multiprocess folder of prometheus_client for several API workers: created, stale ``*.db`` removed."""
+    folder = Path(settings.metrics_dir or Path(settings.home) / "metrics")
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):  # files of processes that are gone would be summed in forever
+        stale.unlink(missing_ok=True)
+    return folder
+
+
 def cmd_api(args: argparse.Namespace) -> int:
+    import os
+
     import uvicorn
 
-    uvicorn.run("service.main:create_app", factory=True, host=args.host, port=args.port)
+    from service.auth import ListenRefused, check_listen_allowed
+
+    settings = get_settings()
+    try:
+        check_listen_allowed(args.host, settings)
+    except ListenRefused as exc:
+        print(f"drawai api: {exc}", file=sys.stderr)
+        return 2
+    if settings.api_workers > 1:  # set before uvicorn starts: its worker processes inherit it
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_multiprocess_metrics_dir(settings))
+    uvicorn.run("service.main:create_app", factory=True, host=args.host, port=args.port, workers=settings.api_workers)
     return 0
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     from drawai.stack import Stack
+    from service.auth import ListenRefused, check_listen_allowed
 
-    stack = Stack(get_settings(), args.host, args.port)
+    settings = get_settings()
+    try:
+        check_listen_allowed(args.host, settings)  # the same rule as `drawai api`
+    except ListenRefused as exc:
+        print(f"drawai up: {exc}", file=sys.stderr)
+        return 2
+    stack = Stack(settings, args.host, args.port)
     stack.handle_signals()
     stack.start()
     try:
@@ -128,15 +156,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import httpx
 
     from drawai.stack import Stack
+    from drawai.upload import auth_headers
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    stack = Stack(get_settings(), "127.0.0.1", args.port)
+    settings = get_settings()
+    stack = Stack(settings, "127.0.0.1", args.port)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the stack on the way out
     stack.start()
     try:
         stack.wait_ready()
-        with httpx.Client(base_url=stack.url, timeout=120) as client:
+        with httpx.Client(base_url=stack.url, timeout=120, headers=auth_headers(settings)) as client:
             files = {"file": ("mni152_axial.zip", _zip_folder(DEMO_DATA), "application/zip")}
             ds = client.post("/datasets", files=files, data={"name": "mni152-axial-demo"}).raise_for_status().json()
             print(f"dataset {ds['id']}: {ds['images']} real axial T1 slices (MNI ICBM152 2009a)")
@@ -305,12 +335,13 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from drawai.upload import TIMEOUT, UploadError, request_json
+    from drawai.upload import TIMEOUT, UploadError, auth_headers, request_json
 
     out, err = Console(), Console(stderr=True)
-    url = args.url or get_settings().api_url
+    settings = get_settings()
+    url = args.url or settings.api_url
     try:
-        with httpx.Client(base_url=url, timeout=TIMEOUT) as client:
+        with httpx.Client(base_url=url, timeout=TIMEOUT, headers=auth_headers(settings)) as client:
             if args.action == "add":
                 _print_report(out, _datasets_add(client, args, err))
             elif args.action == "show":

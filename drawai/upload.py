@@ -13,6 +13,9 @@ The body is streamed from disk in httpx's 64 KiB chunks (a file object in ``file
 chunk by chunk, with its length from ``fstat`` for the ``Content-Length``), never loaded whole;
 ``ProgressReader`` reports the bytes read as they go. Problems a user can act on raise
 ``UploadError`` with a message for the terminal.
+
+Every request carries ``Authorization: Bearer <key>`` (``auth_headers``): ``DRAWAI_API_KEY``, else
+the first of ``DRAWAI_API_KEYS``, else no header (an API without keys needs none).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 import httpx
+
+from models.settings import Settings, split_keys
 
 # Already-compressed formats: deflating them again costs time and saves nothing.
 _STORED_SUFFIXES = frozenset(
@@ -116,6 +121,13 @@ def upload_source(path: Path, zip_into: Callable[[Path, Path], object] = zip_fol
         Path(tmp).unlink(missing_ok=True)
 
 
+def auth_headers(settings: Settings) -> dict[str, str]:
+    """The header the CLI sends: ``Authorization: Bearer`` ``DRAWAI_API_KEY``, else the first of ``DRAWAI_API_KEYS``."""
+    key = settings.api_key.get_secret_value().strip() if settings.api_key is not None else ""
+    key = key or next(iter(split_keys(settings.api_keys)), "")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def error_detail(response: httpx.Response) -> str:
     """``HTTP <status>: <detail>`` from a JSON error body (``{"detail": ...}``), else from its text."""
     try:
@@ -145,6 +157,9 @@ def request_json(client: httpx.Client, method: str, url: str, **kwargs: Any) -> 
         ) from None
     except httpx.TimeoutException as exc:
         raise UploadError(f"the server at {client.base_url} did not answer in time ({type(exc).__name__})") from None
+    if response.status_code in (401, 403):
+        hint = "set DRAWAI_API_KEY to one of the server's DRAWAI_API_KEYS"
+        raise UploadError(f"{error_detail(response)} ({hint})")
     if response.status_code >= 400:
         raise UploadError(error_detail(response))
     return response.json()

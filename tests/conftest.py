@@ -25,6 +25,14 @@ from models.store import Store
 TEST_DB = 15  # never the default database 0 that a developer's running stack uses
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _default_settings() -> Iterator[None]:
+    """Tests run on the defaults: a developer's exported DRAWAI_* variables (API keys...) never leak in."""
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("DRAWAI_")}
+    yield
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The machine's Redis when one answers, else an embedded one: a real server either way."""
@@ -106,6 +114,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "DRAWAI_REDIS_URL": str(settings.redis_url),
         "DRAWAI_JOB_MONITORING_INTERVAL_S": str(settings.job_monitoring_interval_s),
         "DRAWAI_JOB_HEARTBEAT_GRACE_S": str(settings.job_heartbeat_grace_s),
+        "DRAWAI_API_KEYS": "",  # an empty variable beats a developer's .env file: tests run without keys
     }
 
 

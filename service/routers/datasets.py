@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
@@ -29,6 +29,7 @@ from starlette.requests import ClientDisconnect
 from models.curation import preview_png
 from models.datasets import UploadRefused, ingest
 from models.schemas import DatasetInfo
+from service.auth import KeyCheckedRoute, require_key
 from service.deps import QueueDep, SettingsDep, StoreDep
 from service.queue import jobs_using_dataset
 from service.uploads import (
@@ -42,10 +43,11 @@ from service.uploads import (
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/datasets", tags=["datasets"])
+# KeyCheckedRoute: the key is checked before anything reads an upload or a JSON body.
+router = APIRouter(prefix="/datasets", tags=["datasets"], route_class=KeyCheckedRoute)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[Depends(require_key)])
 async def upload_dataset(
     request: Request,
     store: StoreDep,
@@ -105,7 +107,7 @@ def _import_target(settings_dir: Path | None, requested: str) -> Path:
     return target
 
 
-@router.post("/import", status_code=status.HTTP_201_CREATED)
+@router.post("/import", status_code=status.HTTP_201_CREATED, dependencies=[Depends(require_key)])
 async def import_dataset(body: ImportRequest, store: StoreDep, settings: SettingsDep) -> DatasetInfo:
     """Store a folder, archive, volume or DICOM file found under ``DRAWAI_IMPORT_DIR`` as a dataset."""
     try:
@@ -129,7 +131,12 @@ def get_dataset(dataset_id: str, store: StoreDep) -> DatasetInfo:
     return store.get_dataset(dataset_id)  # NotFoundError -> 404
 
 
-@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+@router.delete(
+    "/{dataset_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    dependencies=[Depends(require_key)],
+)
 def delete_dataset(dataset_id: str, store: StoreDep, queue: QueueDep) -> Response:
     """Delete a dataset; 409 while a queued or running job trains on it."""
     store.get_dataset(dataset_id)  # NotFoundError -> 404

@@ -6,10 +6,11 @@ import asyncio
 import secrets
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
 
 from models.sampling import latents
 from service import encoders
+from service.auth import require_generate_key
 from service.deps import BatcherDep, MetricsDep, ModelsDep, SettingsDep
 from service.inference import LoadedModel, ModelLoadError
 
@@ -19,7 +20,11 @@ MAX_SEED = 2**31 - 1
 NO_MODEL = "no model is active: train one with POST /jobs/train, or activate one with POST /models/{version}/activate"
 
 
-@router.post("/generate", responses={200: {"content": {t: {} for t in set(encoders.MEDIA_TYPES.values())}}})
+@router.post(
+    "/generate",
+    responses={200: {"content": {t: {} for t in set(encoders.MEDIA_TYPES.values())}}},
+    dependencies=[Depends(require_generate_key)],  # open when DRAWAI_PUBLIC_GENERATE=true
+)
 async def generate(
     models: ModelsDep,
     batcher: BatcherDep,

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, status
 
 from models.schemas import TrainSpec
 from service import queue as jobq
+from service.auth import KeyCheckedRoute, require_key
 from service.deps import QueueDep, SettingsDep, StoreDep
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+# KeyCheckedRoute: the key is checked before FastAPI reads the JSON spec.
+router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=KeyCheckedRoute)
 
 
-@router.post("/train", status_code=status.HTTP_202_ACCEPTED)
+@router.post("/train", status_code=status.HTTP_202_ACCEPTED, dependencies=[Depends(require_key)])
 def submit_training(spec: TrainSpec, store: StoreDep, queue: QueueDep, settings: SettingsDep) -> dict[str, Any]:
     """Validate the spec against its dataset and enqueue it on the ``train`` queue."""
     dataset = store.get_dataset(spec.dataset)  # 404 when unknown
@@ -38,7 +40,7 @@ def get_job(job_id: str, queue: QueueDep) -> dict[str, Any]:
     return jobq.view(jobq.fetch(queue, job_id))
 
 
-@router.delete("/{job_id}", status_code=status.HTTP_202_ACCEPTED)
+@router.delete("/{job_id}", status_code=status.HTTP_202_ACCEPTED, dependencies=[Depends(require_key)])
 def cancel_job(job_id: str, queue: QueueDep) -> dict[str, Any]:
     """Cancel a queued job at once, or ask a running one to stop at its next step."""
     try:

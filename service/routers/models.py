@@ -7,12 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse
 
 from models.report_html import render
 from models.schemas import ModelManifest
 from models.store import REPORT_JSON, CorruptError, NotFoundError, Store
+from service.auth import require_key
 from service.deps import ModelsDep, StoreDep
 from service.inference import ModelLoadError
 
@@ -92,7 +93,7 @@ def get_report_html(version: str, store: StoreDep) -> HTMLResponse:
     return HTMLResponse(render(report, folder))
 
 
-@router.post("/{version}/activate")
+@router.post("/{version}/activate", dependencies=[Depends(require_key)])
 async def activate(version: str, models: ModelsDep) -> dict[str, Any]:
     """Load and verify the version, then make it active in every API process (no restart)."""
     try:
