@@ -19,7 +19,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,9 +34,11 @@ from fastapi.testclient import TestClient
 from packaging.requirements import Requirement
 from prometheus_client.parser import text_string_to_metric_families
 
+from models.redisconn import free_port
 from models.settings import Settings
 from models.store import Store
 from tests.conftest import blobs, put_dataset, wait_for, worker_env
+from tests.test_jobs import TINY
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the venv's entry points: drawai, and promtool when make put it there
@@ -51,7 +52,6 @@ DASHBOARD = GRAFANA / "dashboards" / "drawai.json"
 
 SERVICES = {"redis", "api", "worker", "prometheus", "grafana"}
 KEYS = "test-key-1,test-key-2"
-TINY = {"architecture": "dcgan", "image_size": 32, "width": 8, "latent_dim": 16, "batch_size": 8, "seed": 1}
 GPU_METRICS = {"drawai_gpu_memory_used_bytes", "drawai_gpu_memory_total_bytes"}
 
 
@@ -59,12 +59,6 @@ def tool(name: str) -> str:
     path = shutil.which(name) or (str(BIN / name) if (BIN / name).is_file() else None)
     assert path, f"{name} is missing: `make test` installs it (the Makefile's .venv/.tools target)"
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ---------------------------------------------------------------------------------------------- Compose
