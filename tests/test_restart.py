@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,3 +97,41 @@ def test_jobs_survive_killed_worker_and_restarted_redis_and_api(tmp_path: Path, 
     assert jobs[0]["progress"]["resumed_from_step"] == killed_at  # resumed from its checkpoint, not from zero
     assert sorted(j["model_version"] for j in jobs) == ["v1", "v2", "v3"]
     assert [m.version for m in store.list_models()] == ["v1", "v2", "v3"]  # models in the store survive too
+
+
+def test_training_goes_on_through_a_redis_restart(tmp_path: Path, own_redis: RedisServer) -> None:
+    """A Redis restart under a live worker: the worker survives, the job trains on and finishes, unrestarted."""
+    settings = Settings(
+        home=tmp_path / "home",
+        redis_url=own_redis.url,
+        job_monitoring_interval_s=1,
+        job_heartbeat_grace_s=2,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    store = Store(settings.home).ensure()
+    ds = put_dataset(store, blobs(32))
+    with TestClient(create_app(settings)) as api:
+        job_id = api.post("/jobs/train", json={**TINY, "dataset": ds.id, "epochs": 60, "checkpoint_every": 5}).json()[
+            "id"
+        ]
+    worker = spawn_worker(settings, burst=False)
+    try:
+        wait_for((store.job_dir(job_id) / CHECKPOINT).exists, 120, "training to be under way")
+        own_redis.stop()
+        time.sleep(3)  # longer than the job's heartbeat TTL here (1 s + 2 s)
+        own_redis.start()
+
+        def ended() -> dict | None:
+            with TestClient(create_app(settings)) as api:
+                job = api.get(f"/jobs/{job_id}").json()
+            return job if job["status"] in ("finished", "failed", "canceled") else None
+
+        job = wait_for(ended, 300, "the job to end")
+        assert worker.poll() is None, "the worker died with Redis"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+    assert job["status"] == "finished", job
+    assert job["progress"]["resumed_from_step"] is None  # it never stopped: no retry, no resume
+    assert job["progress"]["step"] == job["progress"]["steps"] == 240
+    assert [m.version for m in store.list_models()] == ["v1"]

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import get_current_job
 from rq.job import Job
 
@@ -45,14 +47,20 @@ class JobReporter:
 
     def _save(self, progress: dict[str, Any]) -> None:
         self.job.meta["progress"] = progress
-        self.job.save_meta()
+        try:
+            self.job.save_meta()
+        except (RedisConnectionError, RedisTimeoutError) as exc:  # a Redis restart must not end the training
+            log.warning("job %s: progress not saved, Redis unreachable: %s", self.job.id, exc)
 
     def should_abort(self) -> bool:
         now = time.monotonic()
         if now - self._last_check < self.interval_s:
             return False
         self._last_check = now
-        return bool(self.job.connection.exists(self.cancel_key))
+        try:
+            return bool(self.job.connection.exists(self.cancel_key))
+        except (RedisConnectionError, RedisTimeoutError):
+            return False  # Redis unreachable: no cancellation can have been asked for that we could see
 
     def cancel_requested(self) -> bool:
         return bool(self.job.connection.exists(self.cancel_key))

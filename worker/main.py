@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
@@ -50,6 +53,19 @@ class DrawaiWorker(Worker):
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         ttl = super().get_heartbeat_ttl(job, working_time)
         return int(ttl - 60 + self.heartbeat_grace_s)
+
+    def maintain_heartbeats(self, job: Job, execution: Any) -> None:
+        """RQ's heartbeats while the horse works; a Redis outage is waited out, never fatal.
+
+        RQ would let the exception end the worker, and with it the training in progress. The horse
+        keeps training (and checkpointing) through the outage; heartbeats resume when Redis is back.
+        """
+        try:
+            super().maintain_heartbeats(job, execution)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            log.warning(
+                "job %s: Redis unreachable (%s); training goes on, heartbeats resume when it is back", job.id, exc
+            )
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         """Run the job in a work horse (RQ), then record how long it took and how it ended."""
