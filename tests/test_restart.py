@@ -57,15 +57,20 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
-def test_jobs_survive_killed_worker_and_restarted_redis_and_api(tmp_path: Path, own_redis: RedisServer) -> None:
+def own_settings(tmp_path: Path, server: RedisServer) -> tuple[Settings, Store]:
+    """Settings on ``server`` with a short heartbeat grace (a killed job is retried within seconds), and the store."""
     settings = Settings(
         home=tmp_path / "home",
-        redis_url=own_redis.url,
+        redis_url=server.url,
         job_monitoring_interval_s=1,
         job_heartbeat_grace_s=2,
         _env_file=None,  # type: ignore[call-arg]
     )
-    store = Store(settings.home).ensure()
+    return settings, Store(settings.home).ensure()
+
+
+def test_jobs_survive_killed_worker_and_restarted_redis_and_api(tmp_path: Path, own_redis: RedisServer) -> None:
+    settings, store = own_settings(tmp_path, own_redis)
     ds = put_dataset(store, blobs(32))
     with TestClient(create_app(settings)) as api:
         running = api.post("/jobs/train", json={**TINY, "dataset": ds.id, "epochs": 60, "checkpoint_every": 5})
@@ -101,14 +106,7 @@ def test_jobs_survive_killed_worker_and_restarted_redis_and_api(tmp_path: Path, 
 
 def test_training_goes_on_through_a_redis_restart(tmp_path: Path, own_redis: RedisServer) -> None:
     """A Redis restart under a live worker: the worker survives, the job trains on and finishes, unrestarted."""
-    settings = Settings(
-        home=tmp_path / "home",
-        redis_url=own_redis.url,
-        job_monitoring_interval_s=1,
-        job_heartbeat_grace_s=2,
-        _env_file=None,  # type: ignore[call-arg]
-    )
-    store = Store(settings.home).ensure()
+    settings, store = own_settings(tmp_path, own_redis)
     ds = put_dataset(store, blobs(32))
     with TestClient(create_app(settings)) as api:
         job_id = api.post("/jobs/train", json={**TINY, "dataset": ds.id, "epochs": 60, "checkpoint_every": 5}).json()[
