@@ -28,10 +28,12 @@ import hmac
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from functools import lru_cache
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.routing import APIRoute
+from pydantic import SecretStr
 from starlette.responses import Response
 
 from models.settings import Settings, split_keys
@@ -65,18 +67,24 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
 
 
-def key_matches(presented: str, keys: list[str]) -> bool:
-    """Whether ``presented`` is one of ``keys``: every key is compared (fixed-length digests, constant time)."""
+@lru_cache(maxsize=4)
+def _configured_digests(api_keys: SecretStr | None) -> tuple[bytes, ...]:
+    """The digests of the configured keys, computed once per setting (not on every request of /generate)."""
+    return tuple(_digest(key) for key in split_keys(api_keys))
+
+
+def key_matches(presented: str, digests: tuple[bytes, ...]) -> bool:
+    """Whether ``presented`` is one of the keys: every digest is compared (fixed length, constant time)."""
     given = _digest(presented)
     matched = False
-    for key in keys:  # no early exit: the time does not depend on which key matched
-        matched |= hmac.compare_digest(given, _digest(key))
+    for digest in digests:  # no early exit: the time does not depend on which key matched
+        matched |= hmac.compare_digest(given, digest)
     return matched
 
 
 def check_key(request: Request, settings: Settings) -> None:
     """Raise 401 (no key) or 403 (no presented key is valid) when keys are configured; return when allowed."""
-    keys = split_keys(settings.api_keys)
+    keys = _configured_digests(settings.api_keys)
     if not keys:
         return
     presented = presented_keys(request)
