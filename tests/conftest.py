@@ -22,7 +22,9 @@ from models.schemas import DatasetInfo
 from models.settings import Settings
 from models.store import Store
 
-TEST_DB = 15  # never the default database 0 that a developer's running stack uses
+# Never the default database 0 that a developer's running stack uses. Parallel test runs on one machine
+# (several checkouts) each pick their own database with DRAWAI_TEST_REDIS_DB.
+TEST_DB = int(os.environ.get("DRAWAI_TEST_REDIS_DB", "15"))
 
 
 @pytest.fixture(scope="session", autouse=True)
