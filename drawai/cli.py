@@ -37,8 +37,7 @@ def _logging(level: str = "INFO") -> None:
 def cmd_worker(args: argparse.Namespace) -> int:
     from worker.main import run_worker
 
-    run_worker(get_settings(), burst=args.burst, name=args.name)
-    return 0
+    return run_worker(get_settings(), burst=args.burst, name=args.name)
 
 
 def _multiprocess_metrics_dir(settings: Settings) -> Path:

@@ -60,7 +60,34 @@ def publish(
     evaluate: Evaluator | None = None,
 ) -> tuple[str, bool]:
     """Write the model version, evaluated by ``evaluate`` before anyone can see it; activate it when none is
-    active or ``spec.activate``. Returns (version, active)."""
+    active or ``spec.activate``. Returns (version, active).
+
+    Exactly once per job: when ``job_id`` already published a version (a run that died before its
+    queue recorded the success), that version is returned and nothing new is written.
+    """
+    with store.publishing(job_id):
+        existing = store.version_of_job(job_id)
+        if existing is not None:
+            log.info("job %s already published %s; not publishing again", job_id, existing.version)
+            return existing.version, store.active_version() == existing.version
+        version = _write_version(store, result, spec, dataset, job_id, workdir, evaluate)
+    activate = spec.activate or store.active_version() is None
+    if activate:
+        store.set_active(version)
+    log.info("published model version=%s job=%s active=%s", version, job_id, activate)
+    return version, activate
+
+
+def _write_version(
+    store: Store,
+    result: TrainResult,
+    spec: TrainSpec,
+    dataset: DatasetInfo,
+    job_id: str,
+    workdir: Path,
+    evaluate: Evaluator | None,
+) -> str:
+    """Export, check, describe and evaluate the version in staging, then publish it as the next ``v<N>``."""
     with store.staging("model") as staged:
         onnx_path = staged / "generator.onnx"
         export_generator(result.generator, spec.latent_dim, onnx_path)
@@ -98,9 +125,5 @@ def publish(
         if evaluate is not None:
             manifest.quality = _evaluate_staged(evaluate, staged)
             atomic_write_json(staged / "model.json", manifest.model_dump())
-        version = store.publish_model(staged)
-    activate = spec.activate or store.active_version() is None
-    if activate:
-        store.set_active(version)
-    log.info("published model version=%s job=%s parity=%.2g active=%s", version, job_id, diff, activate)
-    return version, activate
+        log.info("job %s: ONNX export matches PyTorch to %.2g", job_id, diff)
+        return store.publish_model(staged)

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     # How often an idle or busy worker looks for abandoned jobs (RQ's default is 10 minutes).
     worker_maintenance_interval_s: int = 60
     checkpoint_every_steps: int = Field(default=200, ge=1)
+    # A worker waits this long for an unreachable Redis (a restart, a failover) before it exits; its job
+    # trains on meanwhile. Five minutes covers a restart with a large append-only file to load.
+    redis_outage_grace_s: float = Field(default=300.0, gt=0)
 
     # Training device: "auto" picks CUDA when present, else CPU.
     device: str = "auto"

@@ -17,6 +17,7 @@ place, so a reader sees a whole file or none. Torch-free.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -147,11 +148,18 @@ class Store:
         return info
 
     def get_dataset(self, dataset_id: str) -> DatasetInfo:
-        path = self.dataset_dir(dataset_id) / "dataset.json"
+        """The dataset's description; ``CorruptError`` when its ``dataset.json`` or pixel files are damaged."""
+        folder = self.dataset_dir(dataset_id)
         try:
-            return DatasetInfo.model_validate_json(path.read_bytes())
+            info = DatasetInfo.model_validate_json((folder / "dataset.json").read_bytes())
         except FileNotFoundError:
             raise NotFoundError(dataset_id) from None
+        except ValueError as exc:  # pydantic's ValidationError: not JSON, or not a dataset description
+            raise CorruptError(f"dataset {dataset_id}: dataset.json is not valid ({type(exc).__name__})") from None
+        missing = [name for name in ("images.npy", "labels.npy") if not (folder / name).is_file()]
+        if missing:
+            raise CorruptError(f"dataset {dataset_id}: {', '.join(missing)} missing")
+        return info
 
     def list_datasets(self) -> list[DatasetInfo]:
         if not self.datasets_dir.is_dir():
@@ -162,6 +170,8 @@ class Store:
                 out.append(self.get_dataset(d.name))
             except NotFoundError:
                 continue
+            except CorruptError as exc:  # one damaged dataset must not hide the others
+                log.warning("skipping dataset %s: %s", d.name, exc)
         return sorted(out, key=lambda i: i.created)
 
     def load_dataset(self, dataset_id: str, split: DatasetSplit = "train") -> tuple[np.ndarray, np.ndarray]:
@@ -240,6 +250,19 @@ class Store:
                 except CorruptError as exc:  # one damaged version must not hide the others
                     log.warning("skipping model %s: %s", p.name, exc)
         return sorted(out, key=lambda m: int(m.version[1:]))
+
+    def version_of_job(self, job_id: str) -> ModelManifest | None:
+        """The version a training job published, if it did (a job publishes at most one)."""
+        return next((m for m in self.list_models() if m.job_id == job_id), None)
+
+    @contextmanager
+    def publishing(self, job_id: str) -> Iterator[None]:
+        """Held while a job looks for its version and publishes one: two runs of a job never both publish."""
+        lock_path = self.job_dir(job_id) / ".publish.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
 
     def get_manifest(self, version: str) -> ModelManifest:
         try:

@@ -95,13 +95,18 @@ def train(
     checkpoint_every: int = 200,
     progress_fn: ProgressFn | None = None,
     abort_fn: AbortFn | None = None,
+    amp: bool | None = None,
 ) -> TrainResult:
-    """Train ``spec`` on uint8 ``images [N, S, S]``; resume from ``workdir`` when it holds a checkpoint."""
+    """Train ``spec`` on uint8 ``images [N, S, S]``; resume from ``workdir`` when it holds a checkpoint.
+
+    ``amp``: mixed precision (fp16 autocast and a gradient scaler); None: on CUDA only. A checkpoint
+    resumes on any device and with either setting (written on a CPU, resumed on a GPU, and back).
+    """
     # -- Phase 1: set-up ----------------------------------------------------------------------
     device = device or select_device()
     if device.type == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)  # all cores
-    use_amp = device.type == "cuda"  # mixed precision only where it pays (and exists)
+    use_amp = device.type == "cuda" if amp is None else amp  # by default only where it pays
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "samples").mkdir(exist_ok=True)
     ckpt_path = workdir / CHECKPOINT
@@ -130,15 +135,18 @@ def train(
 
     # -- Phase 2: resume ----------------------------------------------------------------------
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        # On the CPU first: RNG states must stay CPU byte tensors; weights and optimizer states are
+        # copied onto the device by load_state_dict.
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         G.load_state_dict(ckpt["generator"])
         D.load_state_dict(ckpt["discriminator"])
         opt_g.load_state_dict(ckpt["opt_g"])
         opt_d.load_state_dict(ckpt["opt_d"])
-        scaler.load_state_dict(ckpt["scaler"])
+        if ckpt["scaler"]:  # empty when written by a disabled scaler (a CPU run): the new one starts fresh
+            scaler.load_state_dict(ckpt["scaler"])
         noise.set_state(ckpt["noise_rng"])
         torch.set_rng_state(ckpt["torch_rng"])
-        if use_amp and ckpt.get("cuda_rng") is not None:
+        if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
             torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
         step, d_losses, g_losses = ckpt["step"], ckpt["d_losses"], ckpt["g_losses"]
         resumed_from = step
@@ -158,7 +166,7 @@ def train(
                 "scaler": scaler.state_dict(),
                 "noise_rng": noise.get_state(),
                 "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if use_amp else None,
+                "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
                 "d_losses": d_losses,
                 "g_losses": g_losses,
             },

@@ -398,3 +398,33 @@ def test_delete_refused_while_a_job_uses_the_dataset(client: TestClient, setting
     job.meta["canceled"] = True
     job.save_meta()
     assert client.delete(f"/datasets/{info['id']}").status_code == 204
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["dataset.json truncated", "dataset.json not a dataset", "images.npy missing", "labels.npy missing"],
+)
+def test_damaged_dataset_is_skipped_in_the_list_and_409_alone(
+    client: TestClient, settings: Settings, damage: str
+) -> None:
+    """One damaged dataset folder never hides the others or answers a 500; it can still be deleted."""
+    good = upload(client, zip_bytes({"a.png": png(ellipse())}), name="good").json()
+    bad = upload(client, zip_bytes({"b.png": png(ellipse(96, 128))}), name="bad").json()
+    folder = Path(settings.home, "datasets", bad["id"])
+    if damage == "dataset.json truncated":
+        (folder / "dataset.json").write_bytes((folder / "dataset.json").read_bytes()[:40])
+    elif damage == "dataset.json not a dataset":
+        (folder / "dataset.json").write_text('{"id": 7}')
+    else:
+        (folder / damage.split()[0]).unlink()
+
+    assert [d["id"] for d in client.get("/datasets").json()] == [good["id"]]
+    for path in (f"/datasets/{bad['id']}", f"/datasets/{bad['id']}/preview.png"):
+        r = client.get(path)
+        assert r.status_code == 409, (path, r.text)
+        assert bad["id"] in r.json()["detail"]
+    r = client.post("/jobs/train", json={"dataset": bad["id"], "batch_size": 1})
+    assert r.status_code == 409 and bad["id"] in r.json()["detail"]
+    assert client.get(f"/datasets/{good['id']}").json() == good
+    assert client.delete(f"/datasets/{bad['id']}").status_code == 204
+    assert not folder.exists()

@@ -94,3 +94,26 @@ def test_diff_augment_is_differentiable_and_reproducible() -> None:
     assert a.min() >= -1 and a.max() <= 1
     a.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(("first", "then"), [(False, True), (True, False)], ids=["cpu-to-amp", "amp-to-cpu"])
+def test_resume_across_scaler_settings(tmp_path: Path, first: bool, then: bool) -> None:
+    """A checkpoint written without mixed precision (a CPU run: the scaler's state is empty) resumes with it
+    (as on a GPU), and the reverse; the run finishes every step from where the checkpoint left it."""
+    calls = {"n": 0}
+
+    def abort_after_4() -> bool:
+        calls["n"] += 1
+        return calls["n"] >= 4
+
+    with pytest.raises(TrainingAborted):
+        train(SPEC, blobs(), tmp_path, checkpoint_every=2, abort_fn=abort_after_4, amp=first)
+    ckpt = torch.load(tmp_path / CHECKPOINT, weights_only=False)
+    assert ckpt["step"] == 4
+    assert bool(ckpt["scaler"]) is first  # a disabled scaler saves an empty state
+    assert ckpt["torch_rng"].device.type == "cpu" and ckpt["torch_rng"].dtype == torch.uint8
+
+    resumed = train(SPEC, blobs(), tmp_path, checkpoint_every=2, amp=then)
+    assert resumed.resumed_from_step == 4 and resumed.step == 9
+    assert all(np.isfinite(resumed.d_losses)) and len(resumed.d_losses) == 9
+    assert bool(torch.load(tmp_path / CHECKPOINT, weights_only=False)["scaler"]) is then

@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 from rq import get_current_job
 from rq.job import Job
 
+from models.redisconn import fail_fast
 from models.schemas import CANCEL_KEY_FMT, JobProgress, TrainSpec
 from models.settings import get_settings
 from models.store import Store
@@ -24,32 +24,43 @@ log = logging.getLogger(__name__)
 
 
 class JobReporter:
-    """``progress_fn`` and ``abort_fn`` for a running RQ job, throttled to one Redis write/read a second."""
+    """``progress_fn`` and ``abort_fn`` for a running RQ job, throttled to one Redis write/read a second.
+
+    Redis outages: progress writes and the per-step cancellation check go through a fail-fast client
+    and are skipped (logged) while Redis is away, so training never waits for it. The writes a job
+    cannot do without (its end: ``done`` with the model version, ``canceled``) and the checks between
+    phases go through the job's own connection, which waits the outage out (``OutageRetry``).
+    """
 
     def __init__(self, job: Job, interval_s: float = 1.0) -> None:
         self.job = job
         self.interval_s = interval_s
         self.cancel_key = CANCEL_KEY_FMT.format(job_id=job.id)
+        self.fast = fail_fast(job.connection)
         self._last_write = 0.0
         self._last_check = 0.0
 
-    def phase(self, phase: str, **fields: Any) -> None:
+    def phase(self, phase: str, durable: bool = False, **fields: Any) -> None:
         progress = dict(self.job.meta.get("progress") or {})
         progress.update(phase=phase, **fields)
-        self._save(progress)
+        self.job.meta["progress"] = progress
+        if durable:
+            self.job.save_meta()  # RQ never saves meta when the job ends: this write must land
+        else:
+            self._save()
 
     def progress(self, fields: dict[str, Any]) -> None:
         now = time.monotonic()
         if now - self._last_write < self.interval_s and fields.get("step") != fields.get("steps"):
             return
         self._last_write = now
-        self._save(JobProgress.model_validate(fields).model_dump())
+        self.job.meta["progress"] = JobProgress.model_validate(fields).model_dump()
+        self._save()
 
-    def _save(self, progress: dict[str, Any]) -> None:
-        self.job.meta["progress"] = progress
+    def _save(self) -> None:
         try:
-            self.job.save_meta()
-        except (RedisConnectionError, RedisTimeoutError) as exc:  # a Redis restart must not end the training
+            self.fast.hset(self.job.key, "meta", self.job.serializer.dumps(self.job.meta))
+        except RedisError as exc:  # a Redis restart must not hold the training up
             log.warning("job %s: progress not saved, Redis unreachable: %s", self.job.id, exc)
 
     def should_abort(self) -> bool:
@@ -58,8 +69,8 @@ class JobReporter:
             return False
         self._last_check = now
         try:
-            return bool(self.job.connection.exists(self.cancel_key))
-        except (RedisConnectionError, RedisTimeoutError):
+            return bool(self.fast.exists(self.cancel_key))
+        except RedisError:
             return False  # Redis unreachable: no cancellation can have been asked for that we could see
 
     def cancel_requested(self) -> bool:
@@ -67,10 +78,15 @@ class JobReporter:
 
     def mark_canceled(self) -> dict[str, Any]:
         self.job.meta["canceled"] = True
-        self.phase("canceled")
+        self.phase("canceled", durable=True)
         self.job.connection.delete(self.cancel_key)
         log.info("job %s canceled", self.job.id)
         return {"canceled": True}
+
+    def mark_done(self, version: str, active: bool, steps: int) -> dict[str, Any]:
+        self.job.meta["model_version"] = version
+        self.phase("done", durable=True, detail=None)
+        return {"model_version": version, "active": active, "steps": steps}
 
 
 def train(spec: dict[str, Any]) -> dict[str, Any]:
@@ -91,6 +107,10 @@ def train(spec: dict[str, Any]) -> dict[str, Any]:
     reporter = JobReporter(job)
     if reporter.cancel_requested():
         return reporter.mark_canceled()
+    published = store.version_of_job(job.id)
+    if published is not None:  # an earlier run published, then died before RQ recorded its success
+        log.info("job %s: already published as %s; not training again", job.id, published.version)
+        return reporter.mark_done(published.version, store.active_version() == published.version, published.steps)
 
     reporter.phase("loading")
     dataset = store.get_dataset(train_spec.dataset)
@@ -155,6 +175,4 @@ def train(spec: dict[str, Any]) -> dict[str, Any]:
         version, active = publish(store, result, train_spec, dataset, job.id, workdir, evaluate=evaluate)
     except TrainingAborted:
         return reporter.mark_canceled()
-    job.meta["model_version"] = version
-    reporter.phase("done", detail=None)
-    return {"model_version": version, "active": active, "steps": result.step}
+    return reporter.mark_done(version, active, result.step)

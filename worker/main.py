@@ -3,28 +3,35 @@
 This process never imports torch: each job runs in a forked work horse that imports it, so
 CUDA is never initialised in a process that later forks. It serves its own ``/metrics`` and
 ``/healthz`` (``worker.metrics``) on ``DRAWAI_WORKER_METRICS_PORT``.
+
+Redis outages: the worker's connection waits out an outage of up to ``DRAWAI_REDIS_OUTAGE_GRACE_S``
+in every command (``models.redisconn.OutageRetry``), so no loop of RQ (dequeue, heartbeats,
+maintenance, a job's finish) sees it; the work horse trains on meanwhile. Past the grace the
+worker stops its horse and exits with ``EXIT_REDIS_OUTAGE``; the job, whose heartbeat has lapsed,
+is retried by the next worker from its last checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from models.redisconn import connect
+from models.redisconn import OutageRetry, RedisOutageExceeded, connect, outage_retry
 from models.settings import Settings
 from models.store import Store
 from worker.metrics import WorkerMetrics, serve
 
 log = logging.getLogger(__name__)
+
+EXIT_REDIS_OUTAGE = 3  # `drawai worker` exit status when Redis stayed away longer than the grace
 
 
 def outcome_of(job: Job) -> str:
@@ -54,18 +61,45 @@ class DrawaiWorker(Worker):
         ttl = super().get_heartbeat_ttl(job, working_time)
         return int(ttl - 60 + self.heartbeat_grace_s)
 
-    def maintain_heartbeats(self, job: Job, execution: Any) -> None:
-        """RQ's heartbeats while the horse works; a Redis outage is waited out, never fatal.
+    @property
+    def outage(self) -> OutageRetry | None:
+        return outage_retry(self.connection)
 
-        RQ would let the exception end the worker, and with it the training in progress. The horse
-        keeps training (and checkpointing) through the outage; heartbeats resume when Redis is back.
+    def maintain_heartbeats(self, job: Job, execution: Any) -> None:
+        """RQ's heartbeats while the horse works (a Redis outage is waited out inside the connection).
+
+        Past the outage grace the horse is stopped before the error ends the worker: the job's
+        heartbeat has lapsed, so another worker will retry it, and two runs must never train at once.
         """
         try:
             super().maintain_heartbeats(job, execution)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            log.warning(
-                "job %s: Redis unreachable (%s); training goes on, heartbeats resume when it is back", job.id, exc
-            )
+        except RedisOutageExceeded:
+            log.error("job %s: stopping its work horse; Redis has been unreachable too long", job.id)
+            self.kill_horse(signal.SIGKILL)
+            self.wait_for_horse()
+            raise
+
+    def clean_registries(self) -> None:
+        """RQ's clean-up of abandoned jobs, except just after a Redis outage.
+
+        Every job's heartbeat lapses while Redis is away; until the workers running them have had
+        one heartbeat TTL to renew them, a lapsed heartbeat does not mean an abandoned job.
+        """
+        outage = self.outage
+        ttl = self.job_monitoring_interval + self.heartbeat_grace_s
+        if outage is not None and outage.last_outage_ended is not None:
+            since = time.monotonic() - outage.last_outage_ended
+            if since < ttl:
+                log.info("not looking for abandoned jobs %.0f s after a Redis outage (heartbeat TTL %d s)", since, ttl)
+                return
+        super().clean_registries()
+
+    def teardown(self) -> None:
+        """RQ's teardown; unregistering needs Redis, which may be the reason the worker stops."""
+        try:
+            super().teardown()
+        except RedisError as exc:
+            log.warning("worker %s: could not unregister from Redis: %s", self.name, exc)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         """Run the job in a work horse (RQ), then record how long it took and how it ended."""
@@ -103,7 +137,7 @@ def start_metrics(worker: DrawaiWorker, settings: Settings) -> None:
 
 
 def make_worker(settings: Settings, name: str | None = None) -> DrawaiWorker:
-    conn = connect(settings)
+    conn = connect(settings, outage_grace_s=settings.redis_outage_grace_s)
     Store(settings.home).ensure()
     worker = DrawaiWorker(
         [Queue(settings.queue_name, connection=conn)],
@@ -116,13 +150,24 @@ def make_worker(settings: Settings, name: str | None = None) -> DrawaiWorker:
     return worker
 
 
-def run_worker(settings: Settings, burst: bool = False, name: str | None = None) -> bool:
-    """Work the queue until stopped (or, with ``burst``, until it is empty). Returns whether any job ran."""
+def run_worker(settings: Settings, burst: bool = False, name: str | None = None) -> int:
+    """Work the queue until stopped (or, with ``burst``, until it is empty). Returns the exit status:
+    0, or ``EXIT_REDIS_OUTAGE`` when Redis stayed unreachable past ``DRAWAI_REDIS_OUTAGE_GRACE_S``."""
     worker = make_worker(settings, name)
     start_metrics(worker, settings)
     log.info("worker %s on queue %s (burst=%s)", worker.name, settings.queue_name, burst)
     try:
-        return bool(worker.work(burst=burst, logging_level="INFO"))
+        worker.work(burst=burst, logging_level="INFO")
+        outage = worker.outage
+        if outage is not None and outage.exceeded:
+            log.error(
+                "worker %s exits: Redis was unreachable for longer than DRAWAI_REDIS_OUTAGE_GRACE_S=%g s; "
+                "its job, if any, is retried from its last checkpoint once Redis is back",
+                worker.name,
+                outage.grace_s,
+            )
+            return EXIT_REDIS_OUTAGE
+        return 0
     finally:
         if worker.metrics_server is not None:
             worker.metrics_server.shutdown()

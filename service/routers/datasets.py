@@ -29,6 +29,7 @@ from starlette.requests import ClientDisconnect
 from models.curation import preview_png
 from models.datasets import UploadRefused, ingest
 from models.schemas import DatasetInfo
+from models.store import NotFoundError
 from service.auth import KeyCheckedRoute, require_key
 from service.deps import QueueDep, SettingsDep, StoreDep
 from service.queue import jobs_using_dataset
@@ -139,7 +140,8 @@ def get_dataset(dataset_id: str, store: StoreDep) -> DatasetInfo:
 )
 def delete_dataset(dataset_id: str, store: StoreDep, queue: QueueDep) -> Response:
     """Delete a dataset; 409 while a queued or running job trains on it."""
-    store.get_dataset(dataset_id)  # NotFoundError -> 404
+    if not store.dataset_dir(dataset_id).is_dir():  # a damaged dataset can still be deleted
+        raise NotFoundError(dataset_id)
     users = jobs_using_dataset(queue, dataset_id)
     if users:
         raise HTTPException(
