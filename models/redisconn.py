@@ -55,6 +55,7 @@ class OutageRetry(Retry):
         self.backoff_cap_s = backoff_cap_s
         self.down_since: float | None = None  # time.monotonic() of the first failure of this outage
         self.last_outage_ended: float | None = None
+        self.announced = False  # the outage has been logged
         self.exceeded = False
 
     def __deepcopy__(self, memo: dict[int, Any]) -> OutageRetry:
@@ -79,14 +80,17 @@ class OutageRetry(Retry):
                 self._wait_or_give_up(error, failures)
                 continue
             if self.down_since is not None:
-                log.warning("Redis answers again after an outage of %.1f s", time.monotonic() - self.down_since)
-                self.down_since, self.last_outage_ended = None, time.monotonic()
+                if self.announced:
+                    log.warning("Redis answers again after an outage of %.1f s", time.monotonic() - self.down_since)
+                self.down_since, self.last_outage_ended, self.announced = None, time.monotonic(), False
             return result
 
     def _wait_or_give_up(self, error: Exception, failures: int) -> None:
         now = time.monotonic()
         if self.down_since is None:
             self.down_since = now
+        elif not self.announced:  # one failure is a stale pooled connection; a second one is an outage
+            self.announced = True
             log.warning("Redis unreachable (%s); waiting up to %g s for it to come back", error, self.grace_s)
         down_for = now - self.down_since
         if down_for >= self.grace_s:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
 
-from models.redisconn import DEFAULT_URL, _answers, start_embedded, stop_embedded
+from models.redisconn import DEFAULT_URL, _answers, free_port, redis_server_binary, start_embedded, stop_embedded
 from models.schemas import DatasetInfo
 from models.settings import Settings
 from models.store import Store
@@ -116,6 +117,8 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "DRAWAI_REDIS_URL": str(settings.redis_url),
         "DRAWAI_JOB_MONITORING_INTERVAL_S": str(settings.job_monitoring_interval_s),
         "DRAWAI_JOB_HEARTBEAT_GRACE_S": str(settings.job_heartbeat_grace_s),
+        "DRAWAI_EVAL_SYNTHETIC_COUNT": str(settings.eval_synthetic_count),
+        "DRAWAI_REDIS_OUTAGE_GRACE_S": str(settings.redis_outage_grace_s),
         "DRAWAI_API_KEYS": "",  # an empty variable beats a developer's .env file: tests run without keys
     }
 
@@ -178,3 +181,74 @@ def wait_for(cond: Callable[[], Any], timeout: float = 60.0, what: str = "condit
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+class RedisServer:
+    """A real redis-server with append-only persistence (as docker-compose runs it), restartable on one port."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            redis_server_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.folder),
+            "--appendonly", "yes", "--save", "", "--daemonize", "yes",
+            "--pidfile", str(self.folder / "redis.pid"), "--logfile", str(self.folder / "redis.log"),
+        ]  # fmt: skip
+        subprocess.run(cmd, check=True)
+        wait_for(lambda: _answers(self.url), 15, "redis to start")
+
+    def stop(self) -> None:
+        if _answers(self.url):
+            Redis.from_url(self.url).shutdown()  # writes the append-only file, as `docker compose restart redis`
+        wait_for(lambda: not _answers(self.url), 15, "redis to stop")
+
+    @property
+    def pid(self) -> int:
+        return int((self.folder / "redis.pid").read_text())
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an OOM kill: only what it had acknowledged is in its append-only file."""
+        pid = self.pid
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), 15, "redis to die")
+        (self.folder / "redis.pid").unlink(missing_ok=True)
+
+    def pause(self) -> None:
+        """SIGSTOP: Redis holds its connections but answers nothing (a hung server)."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def own_settings(tmp_path: Path, server: RedisServer) -> tuple[Settings, Store]:
+    """Settings on ``server`` with a short heartbeat grace (a killed job is retried within seconds), and the store."""
+    settings = Settings(
+        home=tmp_path / "home",
+        redis_url=server.url,
+        job_monitoring_interval_s=1,
+        job_heartbeat_grace_s=2,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    return settings, Store(settings.home).ensure()

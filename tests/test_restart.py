@@ -3,70 +3,18 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import torch
 from fastapi.testclient import TestClient
 from redis import Redis
 from rq.registry import StartedJobRegistry
 
-from models.redisconn import _answers, free_port, redis_server_binary
-from models.settings import Settings
-from models.store import Store
 from models.training import CHECKPOINT
 from service.main import create_app
-from tests.conftest import blobs, put_dataset, spawn_worker, wait_for
+from tests.conftest import RedisServer, blobs, own_settings, put_dataset, spawn_worker, wait_for
 from tests.test_jobs import TINY, finish, kill_worker
-
-
-class RedisServer:
-    """A real redis-server with append-only persistence (as docker-compose runs it), restartable on one port."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            redis_server_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.folder),
-            "--appendonly", "yes", "--save", "", "--daemonize", "yes",
-            "--pidfile", str(self.folder / "redis.pid"), "--logfile", str(self.folder / "redis.log"),
-        ]  # fmt: skip
-        subprocess.run(cmd, check=True)
-        wait_for(lambda: _answers(self.url), 15, "redis to start")
-
-    def stop(self) -> None:
-        if _answers(self.url):
-            Redis.from_url(self.url).shutdown()  # writes the append-only file, as `docker compose restart redis`
-        wait_for(lambda: not _answers(self.url), 15, "redis to stop")
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def own_settings(tmp_path: Path, server: RedisServer) -> tuple[Settings, Store]:
-    """Settings on ``server`` with a short heartbeat grace (a killed job is retried within seconds), and the store."""
-    settings = Settings(
-        home=tmp_path / "home",
-        redis_url=server.url,
-        job_monitoring_interval_s=1,
-        job_heartbeat_grace_s=2,
-        _env_file=None,  # type: ignore[call-arg]
-    )
-    return settings, Store(settings.home).ensure()
 
 
 def test_jobs_survive_killed_worker_and_restarted_redis_and_api(tmp_path: Path, own_redis: RedisServer) -> None:

@@ -39,6 +39,7 @@ class JobReporter:
         self.fast = fail_fast(job.connection)
         self._last_write = 0.0
         self._last_check = 0.0
+        self._unsaved = False  # a progress write failed and none has succeeded since
 
     def phase(self, phase: str, durable: bool = False, **fields: Any) -> None:
         progress = dict(self.job.meta.get("progress") or {})
@@ -61,7 +62,13 @@ class JobReporter:
         try:
             self.fast.hset(self.job.key, "meta", self.job.serializer.dumps(self.job.meta))
         except RedisError as exc:  # a Redis restart must not hold the training up
-            log.warning("job %s: progress not saved, Redis unreachable: %s", self.job.id, exc)
+            if not self._unsaved:
+                log.warning("job %s: progress not saved while Redis is away (%s); training goes on", self.job.id, exc)
+            self._unsaved = True
+            return
+        if self._unsaved:
+            log.info("job %s: progress saved again", self.job.id)
+            self._unsaved = False
 
     def should_abort(self) -> bool:
         now = time.monotonic()
