@@ -24,7 +24,7 @@ from rq import Queue, Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from models.redisconn import OutageRetry, RedisOutageExceeded, connect, outage_retry
+from models.redisconn import OutageRetry, RedisOutageExceeded, connect, fail_fast, outage_retry
 from models.settings import Settings
 from models.store import Store
 from worker.metrics import WorkerMetrics, serve
@@ -118,14 +118,24 @@ class DrawaiWorker(Worker):
 
 
 def start_metrics(worker: DrawaiWorker, settings: Settings) -> None:
-    """Serve the worker's metrics when a port is set; a port already taken is logged, never fatal."""
-    worker.metrics = WorkerMetrics(worker.get_current_job, lambda: worker.name)
+    """Serve the worker's metrics when a port is set; a port already taken is logged, never fatal.
+
+    Scrapes and health checks read Redis through a fail-fast client: during an outage they answer
+    at once (without the job's series; 503) instead of waiting with the worker's connection.
+    """
+    fast = fail_fast(worker.connection)
+
+    def current_job() -> Job | None:
+        execution = next(iter(worker.executions.values()), None)  # in memory: no Redis round trip while idle
+        return Job.fetch(execution.job_id, connection=fast) if execution is not None else None
+
+    worker.metrics = WorkerMetrics(current_job, lambda: worker.name)
     if not settings.worker_metrics_port:
         return
 
     def healthy() -> bool:
         try:
-            return bool(worker.connection.ping())
+            return bool(fast.ping())
         except (RedisError, OSError):
             return False
 
