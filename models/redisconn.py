@@ -142,6 +142,7 @@ def start_embedded(redis_dir: Path, timeout: float = 15.0) -> str:
             "--port", str(port),
             "--dir", str(redis_dir),
             "--appendonly", "yes",  # queued and running jobs survive a restart
+            "--appendfsync", "always",  # ... and a crash: everysec can lose up to 2 s of acknowledged writes
             "--save", "",
             "--daemonize", "yes",
             "--pidfile", str(redis_dir / "redis.pid"),

@@ -179,6 +179,24 @@ def train(
         G.train()
         grid(fake, ncols=4).save(workdir / "samples" / f"epoch_{epoch:04d}.png")
 
+    def report(rate: float | None) -> dict[str, Any]:
+        """What ``progress_fn`` is told (the job's progress)."""
+        return {
+            "phase": "training",
+            "epoch": math.ceil(step / steps_per_epoch),
+            "epochs": spec.epochs,
+            "step": step,
+            "steps": total_steps,
+            "d_loss": d_losses[-1] if d_losses else None,
+            "g_loss": g_losses[-1] if g_losses else None,
+            "images_per_s": rate,
+            "eta_s": (total_steps - step) * batch / rate if rate else None,
+            "resumed_from_step": resumed_from,
+        }
+
+    if progress_fn is not None and resumed_from is not None:
+        progress_fn(report(None))  # said at once, even when the checkpoint was the last step
+
     # -- Phase 3: the adversarial loop ----------------------------------------------------------
     def aug(x: torch.Tensor) -> torch.Tensor:
         return diff_augment(x, noise)
@@ -229,20 +247,7 @@ def train(
             checkpoint()
         if progress_fn is not None:
             rate = (step - step0) * batch / max(time.perf_counter() - t0, 1e-9)
-            progress_fn(
-                {
-                    "phase": "training",
-                    "epoch": math.ceil(step / steps_per_epoch),
-                    "epochs": spec.epochs,
-                    "step": step,
-                    "steps": total_steps,
-                    "d_loss": d_losses[-1],
-                    "g_loss": g_losses[-1],
-                    "images_per_s": rate,
-                    "eta_s": (total_steps - step) * batch / rate if rate > 0 else None,
-                    "resumed_from_step": resumed_from,
-                }
-            )
+            progress_fn(report(rate))
         if abort_fn is not None and step < total_steps and abort_fn():
             raise TrainingAborted(f"aborted at step {step}")
 

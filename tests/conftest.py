@@ -195,7 +195,7 @@ class RedisServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         cmd = [
             redis_server_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.folder),
-            "--appendonly", "yes", "--save", "", "--daemonize", "yes",
+            "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "yes",
             "--pidfile", str(self.folder / "redis.pid"), "--logfile", str(self.folder / "redis.log"),
         ]  # fmt: skip
         subprocess.run(cmd, check=True)

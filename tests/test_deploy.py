@@ -176,6 +176,7 @@ def test_compose_stack(stack: dict[str, Any]) -> None:
     assert str(redis["image"]).startswith("redis:7")
     command = redis["command"] if isinstance(redis["command"], list) else shlex.split(redis["command"])
     assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--appendfsync") + 1] == "always"  # acknowledged jobs survive a crash
     assert redis["healthcheck"]["test"][-2:] == ["redis-cli", "ping"]
     assert mounts(redis)["/data"][0] == "volume" and mounts(redis)["/data"][1] in stack["volumes"]
 

@@ -117,3 +117,11 @@ def test_resume_across_scaler_settings(tmp_path: Path, first: bool, then: bool) 
     assert resumed.resumed_from_step == 4 and resumed.step == 9
     assert all(np.isfinite(resumed.d_losses)) and len(resumed.d_losses) == 9
     assert bool(torch.load(tmp_path / CHECKPOINT, weights_only=False)["scaler"]) is then
+
+
+def test_resume_is_reported_even_when_no_step_is_left(tmp_path: Path) -> None:
+    train(SPEC, blobs(), tmp_path, checkpoint_every=100)  # all 9 steps, the last checkpoint at step 9
+    seen: list[dict] = []
+    resumed = train(SPEC, blobs(), tmp_path, progress_fn=seen.append)
+    assert resumed.step == 9 and resumed.resumed_from_step == 9
+    assert [(p["step"], p["steps"], p["resumed_from_step"]) for p in seen] == [(9, 9, 9)]
