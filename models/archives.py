@@ -13,6 +13,7 @@ A container is read in two steps, without extracting anything to disk:
 2. **Reading**: the kept members are read one at a time (``Member``: path, kind, class, bytes),
    with the real decompressed bytes counted against ``max_unpacked_bytes`` (declared sizes can
    lie: 413) and a member that does not match its declared size or CRC refusing the archive (422).
+   That count (``Budget``) is the upload's: gunzipped volumes and decoded DICOM frames take from it too.
 
 Classes come from the folder layout of the kept members (``class_names``). For a zip, the central
 directory is checked before ``zipfile`` loads it (end records declaring too many entries: 413) and
@@ -207,16 +208,23 @@ class Listing:
 
 
 class Budget:
-    """Real decompressed bytes, counted across the whole container."""
+    """The unpacked bytes of one upload (``max_unpacked_bytes``), shared by everything that unpacks.
+
+    Archive members as decompressed, gunzipped NIfTI volumes and decoded DICOM frames all take from
+    the one budget (``models.sources.iter_slices`` makes it), so no mix of them passes the limit.
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
 
-    def take(self, n: int) -> None:
+    def take(self, n: int, what: str = "archive unpacks") -> None:
+        """Count ``n`` more bytes; ``what`` (``"archive unpacks"``...) starts the 413's message past the limit."""
         self.used += n
         if self.used > self.limit:
-            raise ArchiveRefused(413, f"archive unpacks to more than the limit of {self.limit} bytes")
+            raise ArchiveRefused(
+                413, f"{what} to more than the limit of {self.limit} bytes of one upload (DRAWAI_MAX_UNPACKED_BYTES)"
+            )
 
 
 def read_capped(stream: IO[bytes], budget: Budget, cap: int, head: bytes = b"") -> bytes | None:
@@ -296,8 +304,12 @@ def _read_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: Budget,
         raise ArchiveRefused(422, f"corrupt archive member {info.filename!r}: {exc}") from None
 
 
-def iter_zip(path: Path, settings: Settings, skipped: list[dict[str, str]]) -> Iterator[Member]:
+def iter_zip(
+    path: Path, settings: Settings, skipped: list[dict[str, str]], budget: Budget | None = None
+) -> Iterator[Member]:
     """Yield the members of the zip at ``path`` to decode, in path order; append junk to ``skipped``.
+
+    The decompressed bytes are taken from ``budget`` (the upload's; default: one for this archive).
 
     Raises ``ArchiveRefused`` for archives that must be refused whole (see the module docstring),
     possibly after some members were yielded (a lying size is only found while reading).
@@ -318,7 +330,7 @@ def iter_zip(path: Path, settings: Settings, skipped: list[dict[str, str]]) -> I
             if not info.is_dir():
                 listing.consider(safe_name(info.filename), info.file_size, info, partial(_zip_head, zf, info))
         classes = listing.classes()
-        budget = Budget(settings.max_unpacked_bytes)
+        budget = budget or Budget(settings.max_unpacked_bytes)
         for entry in listing.entries:
             member = entry.ref
             assert isinstance(member, zipfile.ZipInfo)

@@ -153,8 +153,13 @@ def _tar_head(tf: tarfile.TarFile, info: tarfile.TarInfo, budget: Budget) -> byt
     return _tar_read(tf, info, HEAD_BYTES, budget, HEAD_BYTES) or b""
 
 
-def iter_tar(path: Path, settings: Settings, skipped: list[dict[str, str]]) -> Iterator[Member]:
-    """Yield the members of the tar at ``path`` to decode, in archive order; append junk to ``skipped``."""
+def iter_tar(
+    path: Path, settings: Settings, skipped: list[dict[str, str]], budget: Budget | None = None
+) -> Iterator[Member]:
+    """Yield the members of the tar at ``path`` to decode, in archive order; append junk to ``skipped``.
+
+    The members' bytes are taken from ``budget`` (the upload's; default: one for this archive).
+    """
     listing = Listing(settings, skipped)
     unused = Budget(settings.max_unpacked_bytes)
     for index, tf, info in _tar_members(path, settings):  # pass 1: check and list
@@ -167,7 +172,7 @@ def iter_tar(path: Path, settings: Settings, skipped: list[dict[str, str]]) -> I
             skipped.append({"file": str(safe_name(info.name)), "reason": "not a regular file"})
     classes = listing.classes()
     wanted = {entry.ref: entry for entry in listing.entries}
-    budget = Budget(settings.max_unpacked_bytes)
+    budget = budget or Budget(settings.max_unpacked_bytes)
     for index, tf, info in _tar_members(path, settings):  # pass 2: read what was kept
         entry = wanted.get(index)
         if entry is None:
@@ -235,12 +240,17 @@ def _walk(root: Path, allowed: Path, listing: Listing) -> None:
             listing.consider(rel, st.st_size, target, partial(_head, target))
 
 
-def iter_folder(root: Path, allowed: Path, settings: Settings, skipped: list[dict[str, str]]) -> Iterator[Member]:
-    """Yield the files under ``root`` (itself inside ``allowed``) to decode; append junk to ``skipped``."""
+def iter_folder(
+    root: Path, allowed: Path, settings: Settings, skipped: list[dict[str, str]], budget: Budget | None = None
+) -> Iterator[Member]:
+    """Yield the files under ``root`` (itself inside ``allowed``) to decode; append junk to ``skipped``.
+
+    The files' bytes are taken from ``budget`` (the upload's; default: one for this folder).
+    """
     listing = Listing(settings, skipped)
     _walk(root, allowed, listing)
     classes = listing.classes()
-    budget = Budget(settings.max_unpacked_bytes)
+    budget = budget or Budget(settings.max_unpacked_bytes)
     for entry in listing.entries:
         target = entry.ref
         assert isinstance(target, Path)

@@ -7,6 +7,11 @@ and spools every frame as float32 to a file in the staging folder, with only the
 later: series (SeriesInstanceUID, held in memory only), position along the slice normal
 (ImagePositionPatient, ImageOrientationPatient), InstanceNumber, window, MONOCHROME1, pixel spacing.
 
+Before any frame is decoded, ``models.dicom_budget`` checks the header against the upload's limits
+(``max_dicom_frames``; decoded bytes in the upload's ``max_unpacked_bytes``; a frame count the
+data cannot hold: 422), and RLE frames are decoded by ``models.dicom_rle``, which never lets a
+segment grow past its frame.
+
 ``DicomSeries.slices`` then yields each series' frames ordered by position (then instance number,
 file path and frame), scaled to 0..1 by the file's WindowCenter/WindowWidth when it has them, else
 by robust percentiles of the whole series (``intensity_low_pct``/``intensity_high_pct``);
@@ -27,10 +32,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 
-from models.archives import Member, Slice
+from models import dicom_rle
+from models.archives import Budget, Member, Slice
+from models.dicom_budget import FrameBudget, charge_inflated, geometry
 from models.images import PixelBombError, SkipImage, square_slice
 from models.settings import Settings
 
@@ -57,6 +65,7 @@ def _configure_pydicom() -> None:
     from pydicom import config
 
     config.settings.reading_validation_mode = config.IGNORE  # its warnings would quote header values
+    dicom_rle.register()
 
 
 def _number(ds: object, keyword: str) -> float | None:
@@ -103,13 +112,57 @@ def _aspect(ds: object) -> float:
     return row / col if row > 0 and col > 0 and 0.1 <= row / col <= 10 else 1.0
 
 
-class DicomSeries:
-    """Collects DICOM frames (spooled to ``spool``) and yields them as slices, series by series."""
+def _read(member: Member, skipped: list[dict[str, str]], budget: Budget) -> Any:
+    """The parsed file with a known transfer syntax, or None (reported in ``skipped``) without pixel data.
 
-    def __init__(self, spool: Path, settings: Settings) -> None:
+    A deflated file's inflated bytes are taken from ``budget`` first (``charge_inflated``).
+    """
+    import pydicom
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    charge_inflated(member.data, budget)
+    try:
+        ds = pydicom.dcmread(io.BytesIO(member.data), force=True)
+    except Exception:  # pydicom raises many kinds on junk; their messages may quote header values
+        skipped.append({"file": member.path, "reason": "not a valid DICOM file"})
+        return None
+    if "PixelData" not in ds:
+        skipped.append({"file": member.path, "reason": "DICOM file without an image"})
+        return None
+    if "TransferSyntaxUID" not in ds.file_meta:  # no file meta: the encoding it was read with
+        implicit, little = ds.original_encoding
+        syntax = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+        ds.file_meta.TransferSyntaxUID = syntax
+    return ds
+
+
+def _unreadable(syntax: Any) -> str | None:
+    """Why no installed decoder reads pixel data of ``syntax`` (None: one does)."""
+    from pydicom.pixels import get_decoder
+
+    if not syntax.is_transfer_syntax:
+        return "unsupported DICOM transfer syntax"
+    if not syntax.is_compressed:
+        return None
+    try:
+        available = get_decoder(syntax).is_available
+    except NotImplementedError:
+        available = False
+    return None if available else f"unsupported DICOM compression {syntax.name}"
+
+
+class DicomSeries:
+    """Collects DICOM frames (spooled to ``spool``) and yields them as slices, series by series.
+
+    ``budget`` is the upload's unpacked-bytes budget, which decoded frames take from too
+    (``models.dicom_budget``); default: one of ``max_unpacked_bytes`` for these files alone.
+    """
+
+    def __init__(self, spool: Path, settings: Settings, budget: Budget | None = None) -> None:
         _configure_pydicom()
         self.settings = settings
         self.spool = spool
+        self.budget = FrameBudget(settings, budget or Budget(settings.max_unpacked_bytes))
         self._file = spool.open("w+b")
         self._frames: list[_Frame] = []
         self._samples: dict[str, list[np.ndarray]] = {}
@@ -122,72 +175,65 @@ class DicomSeries:
         self.spool.unlink(missing_ok=True)
 
     def add(self, member: Member, skipped: list[dict[str, str]]) -> None:
-        """Read one DICOM file's frames; a file that cannot be used is reported in ``skipped``."""
-        import pydicom
-        from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder, iter_pixels
-        from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+        """Read one DICOM file's frames; a file that cannot be used is reported in ``skipped``.
 
-        try:
-            ds = pydicom.dcmread(io.BytesIO(member.data), force=True)
-        except Exception:  # pydicom raises many kinds on junk; their messages may quote header values
-            skipped.append({"file": member.path, "reason": "not a valid DICOM file"})
+        Raises ``UploadRefused`` before decoding when the header declares a pixel bomb, more
+        frames or decoded bytes than the upload may have, or more frames than the data holds.
+        """
+        from pydicom.uid import UID
+
+        ds = _read(member, skipped, self.budget.budget)
+        if ds is None:
             return
-        if "PixelData" not in ds:
-            skipped.append({"file": member.path, "reason": "DICOM file without an image"})
-            return
-        if "TransferSyntaxUID" not in ds.file_meta:  # no file meta: the encoding it was read with
-            implicit, little = ds.original_encoding
-            syntax = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
-            ds.file_meta.TransferSyntaxUID = syntax
         syntax = UID(str(ds.file_meta.TransferSyntaxUID))
-        unsupported = f"unsupported DICOM compression {syntax.name}"
-        try:
-            rows, cols = int(ds.Rows), int(ds.Columns)
-        except (AttributeError, TypeError, ValueError):
+        g = geometry(ds)
+        if g is None:
             skipped.append({"file": member.path, "reason": "DICOM file without image dimensions"})
             return
-        if rows * cols > self.settings.max_image_pixels:
+        if g.rows * g.columns > self.settings.max_image_pixels:
             limit = self.settings.max_image_pixels
-            raise PixelBombError(f"DICOM frame of {cols}x{rows} pixels is over the limit of {limit} pixels")
-        if syntax.is_compressed:
-            try:
-                available = get_decoder(syntax).is_available
-            except NotImplementedError:
-                available = False
-            if not available:
-                skipped.append({"file": member.path, "reason": unsupported})
-                return
+            raise PixelBombError(f"DICOM frame of {g.columns}x{g.rows} pixels is over the limit of {limit} pixels")
+        reason = _unreadable(syntax)
+        if reason is not None:
+            skipped.append({"file": member.path, "reason": reason})
+            return
+        self.budget.admit(member.path, ds, g, compressed=syntax.is_compressed)
+        try:
+            added = list(self._spool_frames(member, ds, g.frames))
+        except Exception:  # a decoder's failure; never quote its message (it may hold header values)
+            reason = (
+                f"unsupported DICOM compression {syntax.name}" if syntax.is_compressed else "corrupt DICOM pixel data"
+            )
+            skipped.append({"file": member.path, "reason": reason})
+            return
+        self._frames.extend(added)
+
+    def _spool_frames(self, member: Member, ds: Any, frames: int) -> Iterator[_Frame]:
+        """Decode the file's frames one at a time to the spool; each one's ``_Frame``."""
+        from pydicom.pixels import apply_color_lut, apply_modality_lut, iter_pixels
+
+        rle = ds.file_meta.TransferSyntaxUID == dicom_rle.RLE_LOSSLESS
         photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
         series = str(getattr(ds, "SeriesInstanceUID", "") or "") or f"file:{member.path}"
         position, window, aspect = _position(ds), _window(ds), _aspect(ds)
         instance = _number(ds, "InstanceNumber")
-        frames = int(_number(ds, "NumberOfFrames") or 1)
-        added: list[_Frame] = []
-        try:
-            for index, frame in enumerate(iter_pixels(ds)):
-                if photometric == "PALETTE COLOR":
-                    frame = apply_color_lut(frame, ds)
-                if frame.ndim == 3:  # color (YBR is converted to RGB by pydicom): luma, no modality LUT
-                    values = (frame[..., :3].astype(np.float32) @ _LUMA).astype(np.float32)
-                else:
-                    values = np.asarray(apply_modality_lut(frame, ds), dtype=np.float32)
-                offset = self._file.seek(0, io.SEEK_END)
-                self._file.write(np.ascontiguousarray(values).tobytes())
-                step = max(1, values.size // _SAMPLE_PER_FRAME)
-                sample = values.ravel()[::step].copy()  # a copy, not a view that would keep the frame
-                self._samples.setdefault(series, []).append(sample)
-                path = member.path if frames == 1 else f"{member.path} [frame {index + 1}]"
-                order = (0 if position is not None else 1, position or 0.0, int(instance or 0), member.path, index)
-                shape = (values.shape[0], values.shape[1])
-                invert = photometric == "MONOCHROME1"
-                added.append(_Frame(series, order, offset, shape, window, invert, aspect, path, member.class_name))
-        except PixelBombError:
-            raise
-        except Exception:  # a decoder's failure; never quote its message (it may hold header values)
-            reason = unsupported if syntax.is_compressed else "corrupt DICOM pixel data"
-            skipped.append({"file": member.path, "reason": reason})
-            return
-        self._frames.extend(added)
+        for index, frame in enumerate(iter_pixels(ds, decoding_plugin=dicom_rle.PLUGIN if rle else "")):
+            if photometric == "PALETTE COLOR":
+                frame = apply_color_lut(frame, ds)
+            if frame.ndim == 3:  # color (YBR is converted to RGB by pydicom): luma, no modality LUT
+                values = (frame[..., :3].astype(np.float32) @ _LUMA).astype(np.float32)
+            else:
+                values = np.asarray(apply_modality_lut(frame, ds), dtype=np.float32)
+            offset = self._file.seek(0, io.SEEK_END)
+            self._file.write(np.ascontiguousarray(values).tobytes())
+            step = max(1, values.size // _SAMPLE_PER_FRAME)
+            sample = values.ravel()[::step].copy()  # a copy, not a view that would keep the frame
+            self._samples.setdefault(series, []).append(sample)
+            path = member.path if frames == 1 else f"{member.path} [frame {index + 1}]"
+            order = (0 if position is not None else 1, position or 0.0, int(instance or 0), member.path, index)
+            shape = (values.shape[0], values.shape[1])
+            invert = photometric == "MONOCHROME1"
+            yield _Frame(series, order, offset, shape, window, invert, aspect, path, member.class_name)
 
     def _range(self, series: str) -> tuple[float, float]:
         """Robust (low, high) of a series' values, from the samples of its frames."""

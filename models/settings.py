@@ -24,7 +24,12 @@ class Settings(BaseSettings):
     # Upload limits (zip bombs, pixel bombs, oversized bodies).
     max_upload_bytes: int = 512 * 1024 * 1024
     max_archive_members: int = 20_000
+    # Unpacked bytes of one upload: archive members decompressed, volumes gunzipped, DICOM frames decoded.
     max_unpacked_bytes: int = 2 * 1024 * 1024 * 1024
+    # DICOM frames of one upload, checked from the headers before decoding. As many as archive members,
+    # so a series of single-frame files is never refused for its frames; each frame keeps a 16 KiB
+    # sample in memory until the upload is stored (20,000 frames: 320 MiB at most).
+    max_dicom_frames: int = Field(default=20_000, ge=1)
     max_image_pixels: int = 64 * 1024 * 1024  # 8192 x 8192: larger than any MRI slice
     min_image_side: int = 32  # smaller images are skipped as "too small"
     # Images are stored padded to square and resized to this side, the largest trainable size.

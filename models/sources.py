@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from models.archives import (
     HEAD_BYTES,
     ArchiveRefused,
+    Budget,
     Member,
     Slice,
     iter_zip,
@@ -94,12 +95,13 @@ def source_kind(path: Path, filename: str | None = None) -> str:
     return named or "image"
 
 
-def _single_member(path: Path, kind: str, filename: str | None, settings: Settings) -> Member:
+def _single_member(path: Path, kind: str, filename: str | None, settings: Settings, budget: Budget) -> Member:
     """A single uploaded or imported file as the one member of its dataset (class ``default``)."""
     size = path.stat().st_size
     cap = member_cap(kind, settings)
     if size > cap:
         raise UploadRefused(413, f"the file of {size} bytes is over the limit of {cap} bytes for one {kind} file")
+    budget.take(size, "the file unpacks")
     name = PurePosixPath((filename or path.name).replace("\\", "/")).name or "upload"
     return Member(path=name, class_name="default", data=path.read_bytes(), kind=kind)
 
@@ -111,24 +113,29 @@ def iter_members(
     *,
     filename: str | None = None,
     allowed: Path | None = None,
+    budget: Budget | None = None,
 ) -> Iterator[Member]:
-    """The members of ``source`` to decode; a folder is read only below ``allowed`` (default: itself)."""
+    """The members of ``source`` to decode; a folder is read only below ``allowed`` (default: itself).
+
+    Their bytes are taken from ``budget``, the upload's unpacked bytes (default: a new one).
+    """
     kind = source_kind(source, filename)
+    budget = budget or Budget(settings.max_unpacked_bytes)
     if kind == "folder":
-        yield from iter_folder(source, (allowed or source).resolve(), settings, skipped)
+        yield from iter_folder(source, (allowed or source).resolve(), settings, skipped, budget)
     elif kind == "zip":
-        yield from iter_zip(source, settings, skipped)
+        yield from iter_zip(source, settings, skipped, budget)
     elif kind == "tar":
-        yield from iter_tar(source, settings, skipped)
+        yield from iter_tar(source, settings, skipped, budget)
     else:
-        yield _single_member(source, kind, filename, settings)
+        yield _single_member(source, kind, filename, settings, budget)
 
 
-def _decode(member: Member, settings: Settings, skipped: list[dict[str, str]]) -> Iterator[Slice]:
+def _decode(member: Member, settings: Settings, skipped: list[dict[str, str]], budget: Budget) -> Iterator[Slice]:
     """The slices of one image or NIfTI member (none, reported in ``skipped``, when it cannot be used)."""
     try:
         if member.kind == "nifti":
-            yield from nifti_slices(member.data, member.path, member.class_name, settings)
+            yield from nifti_slices(member.data, member.path, member.class_name, settings, budget)
         else:
             pixels, size = decode_image_with_size(member.data, settings)
             yield Slice(member.path, member.class_name, pixels, size)
@@ -148,14 +155,18 @@ def iter_slices(
     """Every stored slice of ``source`` (see the module docstring); DICOM frames are spooled under ``workdir``.
 
     Raises ``UploadRefused`` (``ArchiveRefused``, ``PixelBombError``) when the upload must be
-    refused whole: 413 for limits, 422 for hostile or unreadable content.
+    refused whole: 413 for limits, 422 for hostile or unreadable content. One ``Budget`` of
+    ``max_unpacked_bytes`` counts everything the upload unpacks: the archive's members, gunzipped
+    volumes and decoded DICOM frames, all checked before the bytes are made.
     """
-    with DicomSeries(workdir / "dicom-frames.f32", settings) as series:
-        for member in iter_members(source, settings, skipped, filename=filename, allowed=allowed):
+    budget = Budget(settings.max_unpacked_bytes)
+    with DicomSeries(workdir / "dicom-frames.f32", settings, budget) as series:
+        members = iter_members(source, settings, skipped, filename=filename, allowed=allowed, budget=budget)
+        for member in members:
             if member.kind == "dicom":
                 series.add(member, skipped)
             else:
-                yield from _decode(member, settings, skipped)
+                yield from _decode(member, settings, skipped, budget)
         yield from series.slices(skipped)
 
 

@@ -2,17 +2,23 @@
 
 ``nifti_slices`` turns the bytes of one NIfTI-1 or NIfTI-2 file into ``Slice`` rows:
 
-1. gzip is undone first, capped at ``max_unpacked_bytes`` (a gzip bomb refuses the upload: 413);
-2. a 4-D volume gives frame ``nifti_frame``; nibabel applies the header's scaling (scl_slope);
-3. the volume is reoriented to RAS with the affine, as ``nibabel.as_closest_canonical`` does
+1. gzip is undone first, its output taken from the upload's unpacked-bytes budget
+   (``models.archives.Budget``, ``max_unpacked_bytes`` shared with the archive's members and
+   DICOM frames: a gzip bomb refuses the upload, 413);
+2. the header is checked before any voxel is read: a float32 copy of the volume over
+   ``max_unpacked_bytes`` refuses the upload (413), and a file holding fewer bytes than its
+   dimensions x bytes per voxel declare is skipped (nibabel would allocate all the declared bytes
+   before finding them missing);
+3. a 4-D volume gives frame ``nifti_frame``; nibabel applies the header's scaling (scl_slope);
+4. the volume is reoriented to RAS with the affine, as ``nibabel.as_closest_canonical`` does
    (``io_orientation`` + ``apply_orientation``), so a file stored in any axis order or direction
    gives the same slices;
-4. intensities are scaled once per volume: the ``intensity_low_pct``/``intensity_high_pct``
+5. intensities are scaled once per volume: the ``intensity_low_pct``/``intensity_high_pct``
    percentiles (of a strided sample for large volumes) map to 0 and 1, clipped; non-finite voxels
    count as the lowest value;
-5. the volume is cut along ``nifti_plane`` (axial: S, coronal: A, sagittal: R), keeping the slices
+6. the volume is cut along ``nifti_plane`` (axial: S, coronal: A, sagittal: R), keeping the slices
    where the body (scaled value above ``BODY_THRESHOLD``) fills at least ``nifti_min_body_fraction``;
-6. each slice is turned for display exactly as the bundled demo slices were
+7. each slice is turned for display exactly as the bundled demo slices were
    (``scripts/make_demo_data.py``): radiological, nose up in axial slices, the patient's right on
    the image's left, head up in coronal and sagittal ones; then ``models.images.square_slice``
    pads it to square and resizes it, with the voxel sizes as pixel aspect (never stretched).
@@ -26,12 +32,14 @@ from __future__ import annotations
 import gzip
 import io
 import logging
+import math
 import zlib
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
-from models.archives import Slice
+from models.archives import Budget, Slice
 from models.images import SkipImage, UploadRefused, square_slice
 from models.settings import Settings
 
@@ -43,27 +51,45 @@ _PERCENTILE_SAMPLE = 4_000_000  # voxels the percentiles are computed from (stri
 _CHUNK = 1 << 20
 
 
-def gunzip_capped(data: bytes, cap: int) -> bytes:
-    """The gunzipped bytes; refuses (413) output over ``cap`` bytes, skips corrupt data."""
+def gunzip_capped(data: bytes, budget: Budget) -> bytes:
+    """The gunzipped bytes, taken from ``budget`` as they come (refused past it: 413); skips corrupt data."""
     out = bytearray()
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(data), mode="rb") as f:
             while chunk := f.read(_CHUNK):
+                budget.take(len(chunk), "a volume unpacks")
                 out += chunk
-                if len(out) > cap:
-                    raise UploadRefused(413, f"a volume unpacks to more than the limit of {cap} bytes")
     except (OSError, EOFError, zlib.error):
         raise SkipImage("corrupt or truncated gzip data") from None
     return bytes(out)
 
 
-def load_ras(data: bytes, settings: Settings) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """The volume as float32 ``[R, A, S]`` (one frame of a 4-D one) and its voxel sizes in that order."""
+def _check_declared(img: Any, size: int, frame: int | None, settings: Settings) -> None:
+    """Refuse (413) or skip a volume from its header, before nibabel reads or allocates any voxel.
+
+    ``size`` is the bytes of the (gunzipped) file, ``frame`` the frame read of a 4-D volume.
+    """
+    voxels = math.prod(int(n) for n in img.shape[:3])  # Python ints: NIfTI-2 dimensions overflow int64
+    limit = settings.max_unpacked_bytes
+    if voxels * 4 > limit:  # its float32 copy is held to the unpacked-bytes limit
+        raise UploadRefused(413, f"a volume of {voxels} voxels is over the limit of {limit} bytes")
+    declared = voxels * img.header.get_data_dtype().itemsize * (1 if frame is None else frame + 1)
+    if int(img.header.get_data_offset()) + declared > size:
+        raise SkipImage("truncated NIfTI volume (its header declares more voxels than the file holds)")
+
+
+def load_ras(
+    data: bytes, settings: Settings, budget: Budget | None = None
+) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """The volume as float32 ``[R, A, S]`` (one frame of a 4-D one) and its voxel sizes in that order.
+
+    Gunzipped bytes are taken from ``budget`` (the upload's; default: one for this volume alone).
+    """
     import nibabel as nib
     from nibabel.orientations import apply_orientation, io_orientation
 
     if data[:2] == b"\x1f\x8b":
-        data = gunzip_capped(data, settings.max_unpacked_bytes)
+        data = gunzip_capped(data, budget or Budget(settings.max_unpacked_bytes))
     sizeof_hdr = int.from_bytes(data[:4], "little") if len(data) >= 4 else 0
     if sizeof_hdr not in (348, 540):
         sizeof_hdr = int.from_bytes(data[:4], "big")
@@ -78,17 +104,13 @@ def load_ras(data: bytes, settings: Settings) -> tuple[np.ndarray, tuple[float, 
             core.pop()
         if len(core) > 4 or len(shape) < 2:
             raise SkipImage(f"unsupported NIfTI volume of {len(core)} dimensions")
-        voxels = int(np.prod(shape[:3], dtype=np.int64))
-        if voxels * 4 > settings.max_unpacked_bytes:  # its float32 copy is held to the unpacked-bytes limit
-            limit = settings.max_unpacked_bytes
-            raise UploadRefused(413, f"a volume of {voxels} voxels is over the limit of {limit} bytes")
+        if len(core) == 4 and settings.nifti_frame >= core[3]:
+            raise SkipImage(f"no frame {settings.nifti_frame} in a 4-D volume of {core[3]} frames")
+        _check_declared(img, len(data), settings.nifti_frame if len(core) == 4 else None, settings)
         proxy = img.dataobj
         if len(shape) == 2:
             volume = np.asarray(proxy, dtype=np.float32)[:, :, None]
         elif len(core) == 4:
-            frames = core[3]
-            if settings.nifti_frame >= frames:
-                raise SkipImage(f"no frame {settings.nifti_frame} in a 4-D volume of {frames} frames")
             volume = np.asarray(proxy[:, :, :, settings.nifti_frame], dtype=np.float32).reshape(shape[:3])
         else:
             volume = np.asarray(proxy, dtype=np.float32).reshape(shape[:3])
@@ -135,12 +157,14 @@ def to_display(ras_slice: np.ndarray) -> np.ndarray:
     return ras_slice.T[::-1, ::-1]
 
 
-def nifti_slices(data: bytes, path: str, class_name: str, settings: Settings) -> Iterator[Slice]:
-    """The kept slices of one NIfTI file, as stored slices in slice order.
+def nifti_slices(
+    data: bytes, path: str, class_name: str, settings: Settings, budget: Budget | None = None
+) -> Iterator[Slice]:
+    """The kept slices of one NIfTI file, as stored slices in slice order (gunzipped bytes from ``budget``).
 
     Raises ``SkipImage`` (the whole volume is skipped, with the reason) or ``UploadRefused`` (413).
     """
-    volume, zooms = load_ras(data, settings)
+    volume, zooms = load_ras(data, settings, budget)
     del data
     plane = settings.nifti_plane
     axis = PLANE_AXIS[plane]

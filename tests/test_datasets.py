@@ -29,6 +29,7 @@ from models.settings import Settings
 from models.store import Store
 from service.main import create_app
 from service.queue import enqueue_training
+from tests.dicom_files import mr_frames, rle_bomb
 
 S = 256  # settings.storage_size
 
@@ -321,6 +322,10 @@ HOSTILE: dict[str, tuple[Callable[[], bytes], dict[str, Any], int, str]] = {
     "empty-zip": (lambda: zip_bytes({}), {}, 422, "no usable images"),
     "only-junk": (lambda: zip_bytes({"a.txt": b"x", "b.png": b"junk"}), {}, 422, "no usable images"),
     "over-upload-limit": (lambda: zip_bytes({"a.png": png(ellipse())}), {"max_upload_bytes": 1_000}, 413, "limit"),
+    # 80 uniform RLE frames of 4096 x 4096 x 16 bits: a zip of 40 KB that decodes to 2.5 GiB (tests.dicom_files).
+    "dicom-rle-bomb": (lambda: zip_bytes({"bomb.dcm": rle_bomb(80)}), {}, 413, "DRAWAI_MAX_UNPACKED_BYTES"),
+    "dicom-frames": (lambda: zip_bytes({"mr.dcm": mr_frames(3)}), {"max_dicom_frames": 2}, 413, "2 DICOM frames"),
+    "dicom-lying-frames": (lambda: zip_bytes({"mr.dcm": rle_bomb(2, 64, declared=5)}), {}, 422, "declares 5 frames"),
 }
 
 
