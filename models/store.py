@@ -152,6 +152,8 @@ class Store:
             return DatasetInfo.model_validate_json(path.read_bytes())
         except FileNotFoundError:
             raise NotFoundError(dataset_id) from None
+        except ValueError as exc:  # pydantic's ValidationError: a damaged or hand-edited dataset.json
+            raise CorruptError(f"dataset {dataset_id}: dataset.json is not valid ({type(exc).__name__})") from None
 
     def list_datasets(self) -> list[DatasetInfo]:
         if not self.datasets_dir.is_dir():
@@ -162,6 +164,8 @@ class Store:
                 out.append(self.get_dataset(d.name))
             except NotFoundError:
                 continue
+            except CorruptError as exc:  # one damaged dataset must not hide the others
+                log.warning("skipping dataset %s: %s", d.name, exc)
         return sorted(out, key=lambda i: i.created)
 
     def load_dataset(self, dataset_id: str, split: DatasetSplit = "train") -> tuple[np.ndarray, np.ndarray]:

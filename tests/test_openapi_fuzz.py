@@ -27,6 +27,7 @@ import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, Phase
 from redis import Redis
+from rq import Queue
 from schemathesis.checks import not_a_server_error
 from schemathesis.errors import FailureGroup
 from schemathesis.specs.openapi.checks import (
@@ -36,9 +37,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from models.evaluation import EvalConfig, RealImages, evaluate
 from models.redisconn import free_port
+from models.schemas import TrainSpec
 from models.settings import Settings
 from models.store import Store
+from service import queue as jobq
 from service.main import create_app
 from tests.conftest import DEMO_SLICES, blobs, publish_tiny_model, put_dataset
 
@@ -46,6 +50,7 @@ KEY = "drawai-fuzz-key-3b9e51c07d24"
 WRONG = "drawai-fuzz-key-000000000000"
 FUZZ_EXAMPLES = 25  # per operation and generation mode, in the default run
 LARGE_EXAMPLES = 200
+METRICS = ("intensity_w1", "memorization")  # a small real quality report, for the report routes
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -67,7 +72,14 @@ class Live:
     schema: Any
     dataset_id: str
     pristine: Path  # a copy of the dataset's folder
-    version: str
+    version: str  # the active one (no quality report)
+    reported: str  # another version, with a quality report
+    job_id: str  # a queued job (no worker runs it)
+
+    def real_ids(self, operation: Any) -> dict[str, str]:
+        """The operation's path parameters, naming things that exist."""
+        ids = {"dataset_id": self.dataset_id, "version": self.reported, "job_id": self.job_id}
+        return {k: v for k, v in ids.items() if "{" + k + "}" in operation.path}
 
     def reseed(self) -> None:
         target = self.store.dataset_dir(self.dataset_id)
@@ -81,6 +93,8 @@ class Live:
 class Tally:
     cases: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
+    by_operation: dict[str, dict[int, int]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
     def report(self) -> str:
@@ -106,10 +120,16 @@ def live(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[L
         _env_file=None,  # type: ignore[call-arg]
     )
     store = Store(settings.home).ensure()
-    version = publish_tiny_model(store)
+    version = publish_tiny_model(store)  # active
+    reported = publish_tiny_model(store, seed=1)
+    real = RealImages(blobs(12, size=64), "held-out split")
+    folder = store.model_dir(reported)
+    evaluate(folder, folder, real, EvalConfig(synthetic_count=16, metrics=METRICS))
     dataset = put_dataset(store, blobs(12), name="fuzz")
     pristine = root / "pristine"
     shutil.copytree(store.dataset_dir(dataset.id), pristine)
+    spec = TrainSpec(dataset=dataset.id, image_size=32, batch_size=4, epochs=1)
+    job = jobq.enqueue_training(Queue(settings.queue_name, connection=conn), spec, settings)  # no worker: queued
     app = create_app(settings)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
@@ -122,7 +142,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[L
     base_url = f"http://127.0.0.1:{port}"
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
     try:
-        yield Live(base_url, store, schema, dataset.id, pristine, version)
+        yield Live(base_url, store, schema, dataset.id, pristine, version, reported, job.id)
     finally:
         server.should_exit = True
         thread.join(timeout=30)
@@ -138,6 +158,12 @@ def key_checked(operation: Any) -> bool:
     return any(code in operation.definition.raw.get("responses", {}) for code in ("401", "403"))
 
 
+def negatable(operation: Any) -> bool:
+    """Whether invalid input exists: a body or a query parameter (any string fits a path parameter)."""
+    raw = operation.definition.raw
+    return "requestBody" in raw or any(p.get("in") == "query" for p in raw.get("parameters", []))
+
+
 def fuzz(
     live: Live,
     operation: Any,
@@ -148,7 +174,7 @@ def fuzz(
     **strategy: Any,
 ) -> None:
     """Run ``examples`` cases of each generation mode of one operation; failures go into ``tally``."""
-    for mode in MODES:
+    for mode in MODES if negatable(operation) else MODES[:1]:
 
         @hypothesis.settings(
             max_examples=examples,
@@ -165,15 +191,17 @@ def fuzz(
         try:
             run()
         except hypothesis.errors.Unsatisfiable:
-            # No invalid input exists for an operation without parameters or body (GET /healthz).
+            # All its parameters are fixed (the key checks, the real ids): no invalid input exists.
             assert mode is schemathesis.GenerationMode.NEGATIVE, f"{operation.label}: no valid input generated"
 
 
 def call(live: Live, case: Any, tally: Tally, headers: dict[str, str], expect: int | None) -> None:
     tally.cases += 1
+    started = time.monotonic()
     try:
         response = case.call(base_url=live.base_url, headers=headers, timeout=60)
-        tally.statuses[response.status_code] = tally.statuses.get(response.status_code, 0) + 1
+        for counts in (tally.statuses, tally.by_operation.setdefault(case.operation.label, {})):
+            counts[response.status_code] = counts.get(response.status_code, 0) + 1
         case.validate_response(response, checks=CHECKS, headers=headers)
         if expect is not None:
             assert response.status_code == expect, f"expected {expect}, got {response.status_code}: {response.text}"
@@ -182,6 +210,8 @@ def call(live: Live, case: Any, tally: Tally, headers: dict[str, str], expect: i
         tally.failures.append(f"{case.operation.label}: {exc}".strip()[:3000])
     finally:
         live.reseed()
+        label = case.operation.label
+        tally.seconds[label] = tally.seconds.get(label, 0.0) + time.monotonic() - started
 
 
 def run_all(live: Live, examples: int) -> Tally:
@@ -189,6 +219,8 @@ def run_all(live: Live, examples: int) -> Tally:
     auth = {"Authorization": f"Bearer {KEY}"}
     for operation in operations(live):
         fuzz(live, operation, tally, examples, auth)
+        if live.real_ids(operation):  # again, on the dataset, model version and job that exist
+            fuzz(live, operation, tally, max(examples // 2, 3), auth, path_parameters=live.real_ids(operation))
     for operation in filter(key_checked, operations(live)):
         paths = {k: v for k, v in AUTH_PATHS.items() if "{" + k + "}" in operation.path}
         fuzz(live, operation, tally, max(examples // 5, 3), {}, expect=401, path_parameters=paths)
@@ -198,8 +230,12 @@ def run_all(live: Live, examples: int) -> Tally:
 
 def assert_clean(tally: Tally, label: str, echo: Callable[[str], None] = print) -> None:
     echo(f"schemathesis {label}: {tally.report()}")
-    if os.environ.get("FUZZ_REPORT"):  # every failure in full, for debugging
-        Path(os.environ["FUZZ_REPORT"]).write_text("\n\n".join(tally.failures))
+    if os.environ.get("FUZZ_REPORT"):  # statuses per operation and every failure in full, for debugging
+        lines = [
+            f"{label}: {dict(sorted(counts.items()))} {tally.seconds.get(label, 0):.1f} s"
+            for label, counts in sorted(tally.by_operation.items())
+        ]
+        Path(os.environ["FUZZ_REPORT"]).write_text("\n".join(lines) + "\n\n" + "\n\n".join(tally.failures))
     assert not tally.failures, f"{len(tally.failures)} of {tally.cases} cases failed:\n\n" + "\n\n".join(
         tally.failures[:40]
     )

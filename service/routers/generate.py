@@ -12,6 +12,7 @@ from models.sampling import latents
 from service import encoders
 from service.auth import require_generate_key
 from service.deps import BatcherDep, MetricsDep, ModelsDep, SettingsDep
+from service.errors import KEYED, responses
 from service.inference import LoadedModel, ModelLoadError
 
 router = APIRouter(tags=["generate"])
@@ -20,9 +21,52 @@ MAX_SEED = 2**31 - 1
 NO_MODEL = "no model is active: train one with POST /jobs/train, or activate one with POST /models/{version}/activate"
 
 
+_STRING = {"type": "string"}
+_BINARY = {"type": "string", "format": "binary"}
+# format=json: the images base64-encoded in a manifest, as the zip's manifest.json lists them.
+JSON_IMAGES = {
+    "type": "object",
+    "required": ["synthetic", "generator", "model_version", "count", "images"],
+    "properties": {
+        "synthetic": {"type": "boolean"},
+        "generator": _STRING,
+        "model_version": _STRING,
+        "count": {"type": "integer"},
+        "images": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["file", "seed", "png_base64"],
+                "properties": {"file": _STRING, "seed": {"type": "integer"}, "png_base64": _STRING},
+            },
+        },
+    },
+}
+GENERATED = {
+    "description": "the images: png (one), grid (a contact sheet, png), zip (PNGs + manifest.json), json, npy",
+    "content": {
+        media_type: {"schema": JSON_IMAGES if media_type == "application/json" else _BINARY}
+        for media_type in sorted(set(encoders.MEDIA_TYPES.values()))
+    },
+    "headers": {
+        "X-DrawAI-Model-Version": {"required": True, "schema": _STRING, "description": "the version that drew them"},
+        "X-DrawAI-Seed": {"required": True, "schema": {"type": "integer"}, "description": "image i used seed + i"},
+        "X-DrawAI-Synthetic": {"required": True, "schema": {"type": "string", "enum": ["true"]}},
+    },
+}
+REFUSALS = {
+    401: "an API key is required (unless DRAWAI_PUBLIC_GENERATE=true)",
+    404: "no such model version (model=)",
+    409: "the pinned version cannot be loaded",
+    422: "invalid parameters: count over DRAWAI_MAX_COUNT, format=png with count > 1, a label for an "
+    "unconditional model, seed + count too large",
+    503: "no model is active",
+}
+
+
 @router.post(
     "/generate",
-    responses={200: {"content": {t: {} for t in set(encoders.MEDIA_TYPES.values())}}},
+    responses={200: GENERATED, **responses(*KEYED, 404, 409, 422, 429, 503, descriptions=REFUSALS)},
     dependencies=[Depends(require_generate_key)],  # open when DRAWAI_PUBLIC_GENERATE=true
 )
 async def generate(
