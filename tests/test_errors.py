@@ -133,3 +133,19 @@ def test_redis_down_is_a_documented_503_on_every_route_that_needs_it(store: Stor
             r = client.request(method, url, json=body)
             assert r.status_code == 503 and "Redis" in r.json()["detail"], (route, r.status_code, r.text)
             assert "503" in declared[(method, route)], route
+
+
+def test_upload_refusals_are_declared(client: TestClient, settings: Settings) -> None:
+    """What the fuzzer cannot reach with its small documented bodies: another media type, an oversized one."""
+    declared = {(m, p): op["responses"] for m, p, op in operations(openapi(settings))}[("POST", "/datasets")]
+    cases = [
+        ({"content-type": "text/plain"}, b"hello", 415),
+        ({"content-type": "application/zip", "content-length": str(10**12)}, b"PK", 413),
+        ({"content-type": "application/zip", "content-length": "many"}, b"PK", 400),
+        ({"content-type": "multipart/form-data"}, b"--x--", 400),  # no boundary
+        ({"content-type": "application/zip"}, b"PK\x03\x04 not a zip", 422),
+    ]
+    for headers, body, status in cases:
+        r = client.post("/datasets", content=body, headers=headers)
+        assert r.status_code == status, (headers, r.status_code, r.text)
+        assert str(status) in declared and isinstance(r.json()["detail"], str)

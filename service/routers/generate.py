@@ -21,39 +21,6 @@ MAX_SEED = 2**31 - 1
 NO_MODEL = "no model is active: train one with POST /jobs/train, or activate one with POST /models/{version}/activate"
 
 
-_STRING = {"type": "string"}
-_BINARY = {"type": "string", "format": "binary"}
-# format=json: the images base64-encoded in a manifest, as the zip's manifest.json lists them.
-JSON_IMAGES = {
-    "type": "object",
-    "required": ["synthetic", "generator", "model_version", "count", "images"],
-    "properties": {
-        "synthetic": {"type": "boolean"},
-        "generator": _STRING,
-        "model_version": _STRING,
-        "count": {"type": "integer"},
-        "images": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["file", "seed", "png_base64"],
-                "properties": {"file": _STRING, "seed": {"type": "integer"}, "png_base64": _STRING},
-            },
-        },
-    },
-}
-GENERATED = {
-    "description": "the images: png (one), grid (a contact sheet, png), zip (PNGs + manifest.json), json, npy",
-    "content": {
-        media_type: {"schema": JSON_IMAGES if media_type == "application/json" else _BINARY}
-        for media_type in sorted(set(encoders.MEDIA_TYPES.values()))
-    },
-    "headers": {
-        "X-DrawAI-Model-Version": {"required": True, "schema": _STRING, "description": "the version that drew them"},
-        "X-DrawAI-Seed": {"required": True, "schema": {"type": "integer"}, "description": "image i used seed + i"},
-        "X-DrawAI-Synthetic": {"required": True, "schema": {"type": "string", "enum": ["true"]}},
-    },
-}
 REFUSALS = {
     401: "an API key is required (unless DRAWAI_PUBLIC_GENERATE=true)",
     404: "no such model version (model=)",
@@ -66,7 +33,7 @@ REFUSALS = {
 
 @router.post(
     "/generate",
-    responses={200: GENERATED, **responses(*KEYED, 404, 409, 422, 429, 503, descriptions=REFUSALS)},
+    responses={200: encoders.OPENAPI_200, **responses(*KEYED, 404, 409, 422, 429, 503, descriptions=REFUSALS)},
     dependencies=[Depends(require_generate_key)],  # open when DRAWAI_PUBLIC_GENERATE=true
 )
 async def generate(
