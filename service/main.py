@@ -10,14 +10,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from redis.exceptions import RedisError
+from fastapi import FastAPI
 from rq import Queue
 
 from models.redisconn import connect
 from models.settings import Settings, get_settings
-from models.store import CorruptError, NotFoundError, Store
+from models.store import Store
+from service import errors
 from service.batching import DynamicBatcher
 from service.inference import ModelHolder, choose_providers
 from service.metrics import ApiMetrics, RequestMetricsMiddleware
@@ -69,17 +68,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(generate.router)
     app.include_router(metrics_router.router)
 
-    @app.exception_handler(NotFoundError)
-    async def _not_found(request: Request, exc: NotFoundError) -> JSONResponse:
-        return JSONResponse(status_code=404, content={"detail": f"not found: {exc.args[0]}"})
-
-    @app.exception_handler(CorruptError)
-    async def _corrupt(request: Request, exc: CorruptError) -> JSONResponse:
-        return JSONResponse(status_code=409, content={"detail": str(exc)})
-
-    @app.exception_handler(RedisError)
-    async def _redis_down(request: Request, exc: RedisError) -> JSONResponse:
-        log.warning("redis unavailable: %s", exc)
-        return JSONResponse(status_code=503, content={"detail": "the job queue (Redis) is unreachable; retry later"})
-
+    errors.install(app)  # the HTTP mapping of every error, and the OpenAPI's error statuses
     return app

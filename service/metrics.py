@@ -64,8 +64,8 @@ class JobsCollector(Collector):
             log.warning("metrics: cannot read jobs, drawai_jobs skipped: %s", exc)
             return []
         family = GaugeMetricFamily("drawai_jobs", "Training jobs known to the API, by status.", labels=["status"])
-        for status, n in counts.items():
-            family.add_metric([status], n)
+        for name, n in counts.items():
+            family.add_metric([name], n)
         return [family]
 
 

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
+from pydantic import BaseModel, Field
 from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
 
-from models.schemas import CANCEL_KEY_FMT, JOBS_INDEX_KEY, TRAIN_FUNC, JobProgress, TrainSpec
+from models.schemas import CANCEL_KEY_FMT, JOBS_INDEX_KEY, TRAIN_FUNC, JobProgress, JobStatus, TrainSpec
 from models.settings import Settings
 from models.store import NotFoundError
 
-# RQ's states folded into the API's five.
-_STATUS = {
+# RQ's states folded into the API's five (every RQ state is here: the API never shows a sixth).
+_STATUS: dict[RQStatus, JobStatus] = {
     RQStatus.QUEUED: "queued",
     RQStatus.SCHEDULED: "queued",  # waiting for a retry
     RQStatus.DEFERRED: "queued",
     RQStatus.CREATED: "queued",
+    RQStatus.RATE_LIMITED: "queued",  # RQ 3: waiting for a rate limit
+    RQStatus.READY_TO_ENQUEUE: "queued",
     RQStatus.STARTED: "started",
     RQStatus.FINISHED: "finished",
     RQStatus.FAILED: "failed",
@@ -27,6 +31,30 @@ _STATUS = {
     RQStatus.CANCELED: "canceled",
 }
 ACTIVE = {"queued", "started"}
+# What RQ accepts as a job id (it raises ValueError for anything else, and reads "a:b" as job "a"); longer
+# ids than any RQ makes are refused too. An id that does not fit names no job: 404, before RQ sees it.
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+class JobView(BaseModel):
+    """A training job, as ``GET /jobs/{id}`` (and ``POST /jobs/train``, ``DELETE /jobs/{id}``) show it."""
+
+    id: str
+    status: JobStatus
+    dataset: str | None = Field(description="the dataset it trains on")
+    spec: dict[str, Any] | None = Field(description="the training spec, as validated (TrainSpec)")
+    progress: dict[str, Any] | None = Field(
+        description="phase, epoch/epochs, step/steps, d_loss, g_loss, images_per_s, eta_s, resumed_from_step, "
+        "detail (JobProgress), as the worker last reported it"
+    )
+    created_at: str | None
+    enqueued_at: str | None
+    started_at: str | None
+    ended_at: str | None
+    error: str | None = Field(description="the last line of the failure, when it failed")
+    model_version: str | None = Field(description="the version it published, once finished")
+    cancel_requested: bool
+    retries_left: int | None
 
 
 class ConflictError(Exception):
@@ -50,17 +78,20 @@ def enqueue_training(queue: Queue, spec: TrainSpec, settings: Settings) -> Job:
 
 
 def fetch(queue: Queue, job_id: str) -> Job:
+    """The job; ``NotFoundError`` for unknown ids and for ids RQ could not have made."""
+    if not JOB_ID.fullmatch(job_id):
+        raise NotFoundError(job_id)
     try:
         return Job.fetch(job_id, connection=queue.connection)
     except NoSuchJobError:
         raise NotFoundError(job_id) from None
 
 
-def status_of(job: Job) -> str:
+def status_of(job: Job) -> JobStatus:
     if job.meta.get("canceled"):
         return "canceled"
     rq_status = job.get_status(refresh=False)
-    return _STATUS.get(rq_status, str(rq_status)) if rq_status is not None else "queued"
+    return _STATUS[RQStatus(rq_status)] if rq_status is not None else "queued"
 
 
 def _iso(t: Any) -> str | None:
@@ -78,24 +109,24 @@ def _error(job: Job) -> str | None:
     return lines[-1] if lines else "failed"
 
 
-def view(job: Job) -> dict[str, Any]:
+def view(job: Job) -> JobView:
     """The job as ``GET /jobs/{id}`` shows it."""
     meta = job.meta
-    return {
-        "id": job.id,
-        "status": status_of(job),
-        "dataset": meta.get("dataset"),
-        "spec": (job.kwargs or {}).get("spec"),
-        "progress": meta.get("progress"),
-        "created_at": _iso(job.created_at),
-        "enqueued_at": _iso(job.enqueued_at),
-        "started_at": _iso(job.started_at),
-        "ended_at": _iso(job.ended_at),
-        "error": _error(job),
-        "model_version": meta.get("model_version"),
-        "cancel_requested": bool(meta.get("cancel_requested")),
-        "retries_left": job.retries_left,
-    }
+    return JobView(
+        id=job.id,
+        status=status_of(job),
+        dataset=meta.get("dataset"),
+        spec=(job.kwargs or {}).get("spec"),
+        progress=meta.get("progress"),
+        created_at=_iso(job.created_at),
+        enqueued_at=_iso(job.enqueued_at),
+        started_at=_iso(job.started_at),
+        ended_at=_iso(job.ended_at),
+        error=_error(job),
+        model_version=meta.get("model_version"),
+        cancel_requested=bool(meta.get("cancel_requested")),
+        retries_left=job.retries_left,
+    )
 
 
 def list_jobs(queue: Queue) -> list[Job]:

@@ -35,10 +35,26 @@ CONTENT_TYPE_NAMES: dict[str, str | None] = {
     "application/octet-stream": None,
 }
 RAW_TYPES = frozenset(CONTENT_TYPE_NAMES)
+_BINARY = {"type": "string", "format": "binary"}
 FILE_FIELD = "file"
 NAME_FIELD = "name"
 MAX_NAME = 100
 _MAX_FIELD_BYTES = 4096  # small form fields (the name) are kept in memory; longer ones are refused
+# The OpenAPI request body of POST /datasets (the route reads the body itself, as it streams).
+UPLOAD_BODY = {
+    "required": True,
+    "description": "one file: a multipart form (field 'file', optional 'name'), or the file itself as the body",
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": [FILE_FIELD],
+                "properties": {FILE_FIELD: _BINARY, NAME_FIELD: {"type": "string", "maxLength": MAX_NAME}},
+            }
+        },
+        **{content_type: {"schema": _BINARY} for content_type in sorted(RAW_TYPES)},
+    },
+}
 
 
 class _Form:

@@ -32,10 +32,12 @@ from models.schemas import DatasetInfo
 from models.store import NotFoundError
 from service.auth import KeyCheckedRoute, require_key
 from service.deps import QueueDep, SettingsDep, StoreDep
+from service.errors import KEYED, responses
 from service.queue import jobs_using_dataset
 from service.uploads import (
     MAX_NAME,
     NAME_FIELD,
+    UPLOAD_BODY,
     check_declared_length,
     dataset_name,
     name_for_content_type,
@@ -48,7 +50,21 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/datasets", tags=["datasets"], route_class=KeyCheckedRoute)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, dependencies=[Depends(require_key)])
+NO_DATASET = {404: "no such dataset"}
+IMPORT_REFUSALS = {
+    403: "the API key is not valid; or import is disabled (DRAWAI_IMPORT_DIR unset), or the path leads outside it",
+    404: "nothing at that path in the import folder",
+}
+DAMAGED = {409: "the dataset's stored files are damaged"}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Depends(require_key)],
+    responses=responses(*KEYED, 400, 413, 415, 422),
+    openapi_extra={"requestBody": UPLOAD_BODY},  # the route reads the body itself, as it streams
+)
 async def upload_dataset(
     request: Request,
     store: StoreDep,
@@ -61,7 +77,7 @@ async def upload_dataset(
     fd, tmp = tempfile.mkstemp(dir=store.tmp_dir, prefix="upload-", suffix=".upload")
     os.close(fd)
     path = Path(tmp)
-    try:
+    try:  # UploadRefused: its status (service.errors)
         check_declared_length(request, settings.max_upload_bytes)
         form = await receive_upload(request, path, settings.max_upload_bytes)
         given = form.fields.get(NAME_FIELD) if form is not None else None
@@ -69,9 +85,6 @@ async def upload_dataset(
         name_ = dataset_name(given or name, sent_as)
         kind_hint = sent_as or name_for_content_type(request)  # what the file is, when its bytes do not say
         return await run_in_threadpool(ingest, path, store, settings, name_, filename=kind_hint)
-    except UploadRefused as exc:
-        log.info("upload refused status=%d detail=%s", exc.status_code, exc.detail)
-        raise HTTPException(status_code=exc.status_code, detail=exc.detail) from None
     except ClientDisconnect:
         log.info("upload abandoned: client disconnected")
         raise HTTPException(status_code=400, detail="client disconnected during upload") from None
@@ -108,17 +121,18 @@ def _import_target(settings_dir: Path | None, requested: str) -> Path:
     return target
 
 
-@router.post("/import", status_code=status.HTTP_201_CREATED, dependencies=[Depends(require_key)])
+@router.post(
+    "/import",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[Depends(require_key)],
+    responses=responses(*KEYED, 400, 404, 413, 422, descriptions=IMPORT_REFUSALS),
+)
 async def import_dataset(body: ImportRequest, store: StoreDep, settings: SettingsDep) -> DatasetInfo:
     """Store a folder, archive, volume or DICOM file found under ``DRAWAI_IMPORT_DIR`` as a dataset."""
-    try:
-        target = _import_target(settings.import_dir, body.path)
-        name = dataset_name(body.name, target.name)
-        allowed = settings.import_dir.resolve() if settings.import_dir is not None else target
-        return await run_in_threadpool(ingest, target, store, settings, name, filename=target.name, allowed=allowed)
-    except UploadRefused as exc:
-        log.info("import refused status=%d detail=%s", exc.status_code, exc.detail)
-        raise HTTPException(status_code=exc.status_code, detail=exc.detail) from None
+    target = _import_target(settings.import_dir, body.path)  # UploadRefused: its status (service.errors)
+    name = dataset_name(body.name, target.name)
+    allowed = settings.import_dir.resolve() if settings.import_dir is not None else target
+    return await run_in_threadpool(ingest, target, store, settings, name, filename=target.name, allowed=allowed)
 
 
 @router.get("")
@@ -127,7 +141,7 @@ def list_datasets(store: StoreDep) -> list[DatasetInfo]:
     return store.list_datasets()
 
 
-@router.get("/{dataset_id}")
+@router.get("/{dataset_id}", responses=responses(404, 409, descriptions={**NO_DATASET, **DAMAGED}))
 def get_dataset(dataset_id: str, store: StoreDep) -> DatasetInfo:
     return store.get_dataset(dataset_id)  # NotFoundError -> 404
 
@@ -137,6 +151,7 @@ def get_dataset(dataset_id: str, store: StoreDep) -> DatasetInfo:
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     dependencies=[Depends(require_key)],
+    responses=responses(*KEYED, 404, 409, 503, descriptions={**NO_DATASET, 409: "queued or running jobs use it"}),
 )
 def delete_dataset(dataset_id: str, store: StoreDep, queue: QueueDep) -> Response:
     """Delete a dataset; 409 while a queued or running job trains on it."""
@@ -151,7 +166,14 @@ def delete_dataset(dataset_id: str, store: StoreDep, queue: QueueDep) -> Respons
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/{dataset_id}/preview.png", response_class=Response, responses={200: {"content": {"image/png": {}}}})
+@router.get(
+    "/{dataset_id}/preview.png",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
+        **responses(404, 409, 422, descriptions={**NO_DATASET, **DAMAGED}),
+    },
+)
 def dataset_preview(
     dataset_id: str,
     store: StoreDep,

@@ -12,6 +12,7 @@ from models.sampling import latents
 from service import encoders
 from service.auth import require_generate_key
 from service.deps import BatcherDep, MetricsDep, ModelsDep, SettingsDep
+from service.errors import KEYED, responses
 from service.inference import LoadedModel, ModelLoadError
 
 router = APIRouter(tags=["generate"])
@@ -20,9 +21,19 @@ MAX_SEED = 2**31 - 1
 NO_MODEL = "no model is active: train one with POST /jobs/train, or activate one with POST /models/{version}/activate"
 
 
+REFUSALS = {
+    401: "an API key is required (unless DRAWAI_PUBLIC_GENERATE=true)",
+    404: "no such model version (model=)",
+    409: "the pinned version cannot be loaded",
+    422: "invalid parameters: count over DRAWAI_MAX_COUNT, format=png with count > 1, a label for an "
+    "unconditional model, seed + count too large",
+    503: "no model is active",
+}
+
+
 @router.post(
     "/generate",
-    responses={200: {"content": {t: {} for t in set(encoders.MEDIA_TYPES.values())}}},
+    responses={200: encoders.OPENAPI_200, **responses(*KEYED, 404, 409, 422, 429, 503, descriptions=REFUSALS)},
     dependencies=[Depends(require_generate_key)],  # open when DRAWAI_PUBLIC_GENERATE=true
 )
 async def generate(

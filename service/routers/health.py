@@ -8,10 +8,11 @@ the reasons, so a load balancer sends generation traffic only to processes that 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from redis import Redis
 from redis.exceptions import RedisError
 
@@ -23,10 +24,36 @@ REDIS_PING_TIMEOUT_S = 2.0
 NO_MODEL = "no active model: train one with POST /jobs/train (or activate one with POST /models/{version}/activate)"
 
 
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class ServedModel(BaseModel):
+    version: str
+    provider: str  # the ONNX Runtime provider it really runs on
+
+
+class Readiness(BaseModel):
+    """``/readyz``; when not ready (503), ``reasons`` lists why and ``detail`` joins them (the error shape)."""
+
+    status: Literal["ready", "not ready"]
+    reasons: list[str] | None = None
+    detail: str | None = None
+    redis: Literal["ok", "unreachable"]
+    model: ServedModel | None
+    warnings: list[str] | None = None
+
+
+class NotReady(Readiness):
+    status: Literal["not ready"]
+    reasons: list[str]
+    detail: str = Field(description="the reasons, joined")
+
+
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
+def healthz() -> Health:
     """The process is alive."""
-    return {"status": "ok"}
+    return Health(status="ok")
 
 
 async def _ping(redis: Redis) -> str | None:
@@ -42,9 +69,10 @@ async def _ping(redis: Redis) -> str | None:
 
 @router.get(
     "/readyz",
+    response_model=Readiness,
     responses={
         200: {"description": "ready: Redis answers and a model is loaded"},
-        503: {"description": "not ready, with the reasons"},
+        503: {"model": NotReady, "description": "not ready, with the reasons"},
     },
 )
 async def readyz(redis: RedisDep, store: StoreDep, models: ModelsDep) -> JSONResponse:
@@ -64,9 +92,10 @@ async def readyz(redis: RedisDep, store: StoreDep, models: ModelsDep) -> JSONRes
         else:
             reasons.append(f"active model {version} is not loaded yet")
     model = {"version": active.version, "provider": active.provider} if active is not None else None
-    body: dict[str, Any] = {"status": "ready" if not reasons else "not ready"}
+    body: dict[str, object] = {"status": "ready" if not reasons else "not ready"}
     if reasons:
         body["reasons"] = reasons
+        body["detail"] = "; ".join(reasons)
     body["redis"] = "ok" if redis_problem is None else "unreachable"
     body["model"] = model
     if active is not None and models.load_error:  # serving the previous version; the new one failed

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, HTTPException, status
 
 from models.schemas import TrainSpec
 from service import queue as jobq
 from service.auth import KeyCheckedRoute, require_key
 from service.deps import QueueDep, SettingsDep, StoreDep
+from service.errors import KEYED, responses
 
 # KeyCheckedRoute: the key is checked before FastAPI reads the JSON spec.
 router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=KeyCheckedRoute)
 
+NO_JOB = {404: "no such job (or an id no job can have)"}
 
-@router.post("/train", status_code=status.HTTP_202_ACCEPTED, dependencies=[Depends(require_key)])
-def submit_training(spec: TrainSpec, store: StoreDep, queue: QueueDep, settings: SettingsDep) -> dict[str, Any]:
+
+@router.post(
+    "/train",
+    status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[Depends(require_key)],
+    responses=responses(*KEYED, 400, 404, 409, 422, 503, descriptions={404: "no such dataset", 409: "damaged dataset"}),
+)
+def submit_training(spec: TrainSpec, store: StoreDep, queue: QueueDep, settings: SettingsDep) -> jobq.JobView:
     """Validate the spec against its dataset and enqueue it on the ``train`` queue."""
     dataset = store.get_dataset(spec.dataset)  # 404 when unknown
     if spec.batch_size > dataset.train_images:  # training reads the train split only
@@ -29,19 +35,24 @@ def submit_training(spec: TrainSpec, store: StoreDep, queue: QueueDep, settings:
     return jobq.view(jobq.enqueue_training(queue, spec, settings))
 
 
-@router.get("")
-def list_jobs(queue: QueueDep) -> list[dict[str, Any]]:
+@router.get("", responses=responses(503))
+def list_jobs(queue: QueueDep) -> list[jobq.JobView]:
     """All jobs still remembered (finished ones for ``DRAWAI_RESULT_TTL_S``), newest first."""
     return [jobq.view(j) for j in jobq.list_jobs(queue)]
 
 
-@router.get("/{job_id}")
-def get_job(job_id: str, queue: QueueDep) -> dict[str, Any]:
+@router.get("/{job_id}", responses=responses(404, 503, descriptions=NO_JOB))
+def get_job(job_id: str, queue: QueueDep) -> jobq.JobView:
     return jobq.view(jobq.fetch(queue, job_id))
 
 
-@router.delete("/{job_id}", status_code=status.HTTP_202_ACCEPTED, dependencies=[Depends(require_key)])
-def cancel_job(job_id: str, queue: QueueDep) -> dict[str, Any]:
+@router.delete(
+    "/{job_id}",
+    status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[Depends(require_key)],
+    responses=responses(*KEYED, 404, 409, 503, descriptions={**NO_JOB, 409: "the job has already ended"}),
+)
+def cancel_job(job_id: str, queue: QueueDep) -> jobq.JobView:
     """Cancel a queued job at once, or ask a running one to stop at its next step."""
     try:
         return jobq.view(jobq.cancel(queue, job_id))

@@ -9,48 +9,96 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse
+from pydantic import BaseModel, ConfigDict
 
 from models.report_html import render
 from models.schemas import ModelManifest
 from models.store import REPORT_JSON, CorruptError, NotFoundError, Store
 from service.auth import require_key
 from service.deps import ModelsDep, StoreDep
+from service.errors import KEYED, responses
 from service.inference import ModelLoadError
 
 router = APIRouter(prefix="/models", tags=["models"])
 
+FOUND = responses(404, 409, descriptions={404: "no such model version (or file)", 409: "damaged model.json"})
+PNG: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}
+}
 
-def _summary(m: ModelManifest, active: str | None) -> dict[str, Any]:
-    return {
-        "version": m.version,
-        "active": m.version == active,
-        "architecture": m.architecture,
-        "image_size": m.image_size,
-        "latent_dim": m.latent_dim,
-        "conditional": m.conditional,
-        "classes": m.classes,
-        "dataset": m.dataset,
-        "job_id": m.job_id,
-        "created": m.created,
-        "report": bool(m.quality and "report" in m.quality),
-    }
+
+class ModelSummary(BaseModel):
+    """One version in ``GET /models``."""
+
+    version: str
+    active: bool
+    architecture: str
+    image_size: int
+    latent_dim: int
+    conditional: bool
+    classes: dict[str, int]
+    dataset: str
+    job_id: str
+    created: str
+    report: bool  # whether it has a quality report
+
+
+class ModelView(BaseModel):
+    """``GET /models/{version}``: the manifest (``model.json``, less its loss history) and whether it is active."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())  # every other manifest field, as stored
+
+    version: str
+    active: bool
+    architecture: str
+    image_size: int
+    latent_dim: int
+    conditional: bool
+    classes: dict[str, int]
+    dataset: str
+    created: str
+    quality: dict[str, Any] | None = None
+
+
+class Activation(BaseModel):
+    """``POST /models/{version}/activate``: the version now active here, and the provider it runs on."""
+
+    version: str
+    active: bool
+    provider: str
+
+
+def _summary(m: ModelManifest, active: str | None) -> ModelSummary:
+    return ModelSummary(
+        version=m.version,
+        active=m.version == active,
+        architecture=m.architecture,
+        image_size=m.image_size,
+        latent_dim=m.latent_dim,
+        conditional=m.conditional,
+        classes=m.classes,
+        dataset=m.dataset,
+        job_id=m.job_id,
+        created=m.created,
+        report=bool(m.quality and "report" in m.quality),
+    )
 
 
 @router.get("")
-def list_models(store: StoreDep) -> list[dict[str, Any]]:
+def list_models(store: StoreDep) -> list[ModelSummary]:
     """Every model version, oldest first, with which one is active."""
     active = store.active_version()
     return [_summary(m, active) for m in store.list_models()]
 
 
-@router.get("/{version}")
-def get_model(version: str, store: StoreDep) -> dict[str, Any]:
+@router.get("/{version}", responses=FOUND)
+def get_model(version: str, store: StoreDep) -> ModelView:
     """The version's manifest (``model.json``) and whether it is active."""
     manifest = store.get_manifest(version)
-    return {**manifest.model_dump(exclude={"loss_history"}), "active": store.active_version() == version}
+    return ModelView(**manifest.model_dump(exclude={"loss_history"}), active=store.active_version() == version)
 
 
-@router.get("/{version}/samples.png", response_class=FileResponse)
+@router.get("/{version}/samples.png", response_class=FileResponse, responses={**PNG, **FOUND})
 def get_samples(version: str, store: StoreDep) -> FileResponse:
     store.get_manifest(version)  # 404 for unknown versions
     path = store.model_dir(version) / "samples.png"
@@ -79,25 +127,29 @@ def _report(store: Store, version: str) -> tuple[dict[str, Any], Path]:
         raise CorruptError(f"model {version}: {REPORT_JSON} is not valid JSON") from None
 
 
-@router.get("/{version}/report")
+@router.get("/{version}/report", responses=FOUND)
 def get_report(version: str, store: StoreDep) -> dict[str, Any]:
     """The quality report (``report.json``): every metric with its real-vs-real reference, and the summary."""
     report, _ = _report(store, version)
     return report
 
 
-@router.get("/{version}/report.html", response_class=HTMLResponse)
+@router.get("/{version}/report.html", response_class=HTMLResponse, responses=FOUND)
 def get_report_html(version: str, store: StoreDep) -> HTMLResponse:
     """The quality report as one self-contained page: metric table, loss curves, samples, histograms, pairs."""
     report, folder = _report(store, version)
     return HTMLResponse(render(report, folder))
 
 
-@router.post("/{version}/activate", dependencies=[Depends(require_key)])
-async def activate(version: str, models: ModelsDep) -> dict[str, Any]:
+@router.post(
+    "/{version}/activate",
+    dependencies=[Depends(require_key)],
+    responses=responses(*KEYED, 404, 409, descriptions={409: "the version cannot be loaded; the active one is kept"}),
+)
+async def activate(version: str, models: ModelsDep) -> Activation:
     """Load and verify the version, then make it active in every API process (no restart)."""
     try:
         model = await asyncio.to_thread(models.activate, version)
     except ModelLoadError as exc:
         raise HTTPException(409, f"refused: {exc}; the active model is unchanged") from None
-    return {"version": model.version, "active": True, "provider": model.provider}
+    return Activation(version=model.version, active=True, provider=model.provider)
