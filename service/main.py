@@ -18,7 +18,7 @@ from rq import Queue
 from models.redisconn import connect
 from models.settings import Settings, get_settings
 from models.store import CorruptError, NotFoundError, Store
-from service.batching import DynamicBatcher
+from service.batching import DynamicBatcher, Overloaded
 from service.inference import ModelHolder, choose_providers
 from service.metrics import ApiMetrics, RequestMetricsMiddleware
 from service.routers import datasets, generate, health, jobs
@@ -42,7 +42,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await asyncio.to_thread(holder.load_active)
         app.state.models = holder
         metrics.bind(app.state.queue, holder)
-        app.state.batcher = DynamicBatcher(s.batch_max_size, s.batch_max_wait_ms / 1000, metrics.observe_batch)
+        app.state.batcher = DynamicBatcher(
+            s.batch_max_size, s.batch_max_wait_ms / 1000, metrics.observe_batch, max_queued_rows=s.max_queued_rows
+        )
         await app.state.batcher.start()
         watcher = asyncio.create_task(holder.watch(s.model_watch_interval_s), name="drawai-model-watcher")
         log.info("api started home=%s queue=%s model=%s", app.state.store.home, s.queue_name,
@@ -76,6 +78,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(CorruptError)
     async def _corrupt(request: Request, exc: CorruptError) -> JSONResponse:
         return JSONResponse(status_code=409, content={"detail": str(exc)})
+
+    @app.exception_handler(Overloaded)
+    async def _overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+        metrics.generate_rejected.inc()  # no log line: under overload it would flood the log
+        headers = {"Retry-After": str(exc.retry_after_s)}
+        return JSONResponse(status_code=429, content={"detail": str(exc)}, headers=headers)
 
     @app.exception_handler(RedisError)
     async def _redis_down(request: Request, exc: RedisError) -> JSONResponse:
