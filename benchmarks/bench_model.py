@@ -1,8 +1,9 @@
-"""The model both generation and evaluation benchmarks measure: the report's ``dcgan-seed`` network.
+"""The models the benchmarks measure: the report's ``dcgan-seed`` network, and the demo's ``dcgan``.
 
-128 px, 27M-parameter generator, untrained weights (speed does not depend on them), exported to
-ONNX and published as the active version of a store, with a full manifest. Imported by the
-scripts beside it (``python benchmarks/<script>.py`` puts this folder on ``sys.path``).
+``SPEC``: 128 px, 27M-parameter generator; ``DEMO_SPEC`` (the load and soak benchmarks): the 64 px
+``dcgan`` of width 32 that ``make demo`` trains. Untrained weights (speed does not depend on them),
+exported to ONNX and published as the active version of a store, with a full manifest. Imported by
+the scripts beside it (``python benchmarks/<script>.py`` puts this folder on ``sys.path``).
 """
 
 from __future__ import annotations
@@ -20,28 +21,31 @@ from models.schemas import ModelManifest, TrainSpec
 from models.store import Store, atomic_write_json
 
 SPEC = TrainSpec(dataset="bench", architecture="dcgan-seed", image_size=128)
+# The network `make demo` trains (drawai.cli.DEMO_SPEC): 64 px, width 32; the load and soak benchmarks' default.
+DEMO_SPEC = TrainSpec(dataset="bench", architecture="dcgan", image_size=64, width=32)
+SPECS = {"dcgan-seed": SPEC, "demo": DEMO_SPEC}
 
 
-def publish_bench_model(store: Store) -> tuple[nn.Module, str, Path]:
-    """An untrained dcgan-seed generator, exported and published (active) with a full manifest."""
-    torch.manual_seed(SPEC.seed)
-    G, _ = build(SPEC)
+def publish_bench_model(store: Store, spec: TrainSpec = SPEC) -> tuple[nn.Module, str, Path]:
+    """An untrained generator of ``spec`` (default dcgan-seed), exported and published (active) with a manifest."""
+    torch.manual_seed(spec.seed)
+    G, _ = build(spec)
     G.eval()
     with store.staging("bench-model") as staged:
         onnx_path = staged / "generator.onnx"
-        export_generator(G, SPEC.latent_dim, onnx_path)
-        diff = check_parity(G, SPEC.latent_dim, onnx_path, batch=2)
+        export_generator(G, spec.latent_dim, onnx_path)
+        diff = check_parity(G, spec.latent_dim, onnx_path, batch=2)
         manifest = ModelManifest(
             version="pending",
-            architecture=SPEC.architecture,
-            image_size=SPEC.image_size,
-            latent_dim=SPEC.latent_dim,
+            architecture=spec.architecture,
+            image_size=spec.image_size,
+            latent_dim=spec.latent_dim,
             conditional=False,
             classes={},
             dataset="bench",
             dataset_sha256="",
             job_id="benchmark (untrained weights)",
-            spec=SPEC.model_dump(),
+            spec=spec.model_dump(),
             epochs=0,
             steps=0,
             final_losses={"d_loss": None, "g_loss": None},

@@ -52,21 +52,8 @@ class Stack:
         env = {**os.environ, "DRAWAI_HOME": str(self.home), "DRAWAI_REDIS_URL": self.redis_url}
         py = sys.executable
         self._spawn("worker", [py, "-m", "drawai.cli", "worker"], env)
-        self._spawn(
-            "api",
-            [
-                py,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "service.main:create_app",
-                "--host",
-                self.host,
-                "--port",
-                str(self.port),
-            ],
-            env,
-        )
+        # `drawai api`: DRAWAI_API_WORKERS processes (multiprocess metrics when more than one).
+        self._spawn("api", [py, "-m", "drawai.cli", "api", "--host", self.host, "--port", str(self.port)], env)
         log.info(
             "redis: %s%s", self.redis_url, " (embedded, data in %s)" % (self.home / "redis") if self.embedded else ""
         )

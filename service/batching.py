@@ -3,7 +3,15 @@
 Like Triton's dynamic batcher: a request waits at most ``max_wait_s`` for others to join it,
 and a batch holds at most ``max_batch`` latent rows. Requests for different model versions are
 never mixed. Inference runs in a thread, off the event loop; one batch runs at a time (ONNX
-Runtime already uses every core inside a call), while the next one gathers.
+Runtime already uses every core inside a call), while the next one gathers. Batches run on the
+batcher's own inference thread, so they never queue behind PNG/zip encoding or other work on the
+event loop's default thread pool.
+
+Backpressure: ``admit(rows)`` reserves a request's rows before any work is done for it. The rows
+stay counted (``inflight_rows``) until the reservation is released (the route releases it once the
+response body is built), and a request whose rows do not fit under ``max_queued_rows`` raises
+``Overloaded`` at once. A request larger than the bound is admitted when nothing else is in flight,
+so every valid count can be served; it waits alone.
 """
 
 from __future__ import annotations
@@ -11,9 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from types import TracebackType
 
 import numpy as np
 
@@ -22,6 +33,36 @@ from service.inference import LoadedModel
 log = logging.getLogger(__name__)
 
 BatchObserver = Callable[[int, float], None]  # (rows in the batch, inference seconds)
+EWMA_WEIGHT = 0.2  # weight of the newest batch in the recent batch time that Retry-After is estimated from
+
+
+class Overloaded(Exception):
+    """More rows are in flight than ``DRAWAI_MAX_QUEUED_ROWS`` allows: answered 429 with ``Retry-After``."""
+
+    def __init__(self, rows: int, inflight: int, limit: int, retry_after_s: int) -> None:
+        self.rows, self.inflight, self.limit, self.retry_after_s = rows, inflight, limit, retry_after_s
+        super().__init__(
+            f"overloaded: {inflight} images are being generated and {rows} more would pass the limit of "
+            f"{limit} (DRAWAI_MAX_QUEUED_ROWS); retry in {retry_after_s} s"
+        )
+
+
+class Admission:
+    """A request's reserved rows; ``release`` (or leaving the ``with`` block) frees them, once."""
+
+    def __init__(self, batcher: DynamicBatcher, rows: int) -> None:
+        self._batcher, self.rows, self._released = batcher, rows, False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._batcher._inflight -= self.rows
+
+    def __enter__(self) -> Admission:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.release()
 
 
 @dataclass
@@ -32,12 +73,41 @@ class _Pending:
 
 
 class DynamicBatcher:
-    def __init__(self, max_batch: int = 64, max_wait_s: float = 0.005, observer: BatchObserver | None = None) -> None:
+    def __init__(
+        self,
+        max_batch: int = 64,
+        max_wait_s: float = 0.005,
+        observer: BatchObserver | None = None,
+        max_queued_rows: int | None = None,
+    ) -> None:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.observer = observer
+        self.max_queued_rows = max_queued_rows  # None: no bound
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._inflight = 0
+        self._batch_s: float | None = None  # recent inference time of a batch (EWMA)
+        # One thread: one batch at a time (ONNX Runtime spreads a call over the cores itself).
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drawai-inference")
+
+    @property
+    def inflight_rows(self) -> int:
+        """Rows admitted and not yet released: waiting, in the running batch, or being encoded."""
+        return self._inflight
+
+    def admit(self, rows: int) -> Admission:
+        """Reserve ``rows`` for a request, or raise ``Overloaded`` at once (no await: atomic on the loop)."""
+        limit = self.max_queued_rows
+        if limit is not None and self._inflight > 0 and self._inflight + rows > limit:
+            raise Overloaded(rows, self._inflight, limit, self.retry_after_s(rows))
+        self._inflight += rows
+        return Admission(self, rows)
+
+    def retry_after_s(self, rows: int) -> int:
+        """Whole seconds until ``rows`` more would likely fit: recent batch time x batches ahead, at least 1."""
+        batches = math.ceil((self._inflight + rows) / self.max_batch)
+        return max(1, math.ceil(batches * (self._batch_s or 0.0)))
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -48,6 +118,7 @@ class DynamicBatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def infer(self, model: LoadedModel, z: np.ndarray) -> np.ndarray:
         """Images for ``z`` on ``model``, computed in whatever batch forms around this request."""
@@ -107,16 +178,18 @@ class DynamicBatcher:
         z = np.concatenate([p.z for p in live]) if len(live) > 1 else live[0].z
         t0 = time.perf_counter()
         try:
-            out = await asyncio.to_thread(model.run, z)
+            out = await asyncio.get_running_loop().run_in_executor(self.executor, model.run, z)
         except Exception as exc:
             log.exception("inference failed on model %s", model.version)
             for p in live:
                 if not p.future.done():
                     p.future.set_exception(exc)
             return
+        seconds = time.perf_counter() - t0
+        self._batch_s = seconds if self._batch_s is None else EWMA_WEIGHT * seconds + (1 - EWMA_WEIGHT) * self._batch_s
         if self.observer is not None:
             try:
-                self.observer(len(z), time.perf_counter() - t0)
+                self.observer(len(z), seconds)
             except Exception:  # metrics must never fail a request
                 log.exception("batch observer failed")
         start = 0

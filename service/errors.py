@@ -28,6 +28,7 @@ from redis.exceptions import RedisError
 
 from models.images import UploadRefused
 from models.store import CorruptError, NotFoundError
+from service.batching import Overloaded
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,13 @@ async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=503, content={"detail": REDIS_DOWN})
 
 
+async def _overloaded(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Overloaded)
+    request.app.state.metrics.generate_rejected.inc()  # no log line: under overload it would flood the log
+    headers = {"Retry-After": str(exc.retry_after_s)}
+    return JSONResponse(status_code=429, content={"detail": str(exc)}, headers=headers)
+
+
 async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     return await request_validation_exception_handler(request, exc)  # {"detail": [ValidationErrorItem...]}
@@ -115,6 +123,7 @@ HANDLERS = {
     CorruptError: _corrupt,
     UploadRefused: _refused,
     RedisError: _redis_down,
+    Overloaded: _overloaded,
     RequestValidationError: _invalid,
 }
 

@@ -41,7 +41,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await asyncio.to_thread(holder.load_active)
         app.state.models = holder
         metrics.bind(app.state.queue, holder)
-        app.state.batcher = DynamicBatcher(s.batch_max_size, s.batch_max_wait_ms / 1000, metrics.observe_batch)
+        app.state.batcher = DynamicBatcher(
+            s.batch_max_size, s.batch_max_wait_ms / 1000, metrics.observe_batch, max_queued_rows=s.max_queued_rows
+        )
         await app.state.batcher.start()
         watcher = asyncio.create_task(holder.watch(s.model_watch_interval_s), name="drawai-model-watcher")
         log.info("api started home=%s queue=%s model=%s", app.state.store.home, s.queue_name,

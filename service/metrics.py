@@ -147,6 +147,10 @@ class ApiMetrics:
             "drawai_images_generated", "Synthetic images returned by POST /generate, by model version.",
             ["model_version"], registry=r,
         )  # fmt: skip
+        self.generate_rejected = Counter(
+            "drawai_generate_rejected", "POST /generate requests answered 429 (DRAWAI_MAX_QUEUED_ROWS reached).",
+            registry=r,
+        )  # fmt: skip
         self.batch_size = Histogram(
             "drawai_generation_batch_size", "Latent rows per batched inference call.",
             buckets=BATCH_SIZE_BUCKETS, registry=r,

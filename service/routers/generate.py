@@ -47,23 +47,24 @@ async def generate(
     format: Annotated[Literal["png", "zip", "json", "npy", "grid"] | None, Query()] = None,
     label: Annotated[str | None, Query(description="class (conditional models only)")] = None,
 ) -> Response:
-    """Generate ``count`` images. Same seed, same model: byte-identical output."""
+    """Generate ``count`` images. Same seed, same model: byte-identical output. 429 when overloaded."""
     if count > settings.max_count:
         raise HTTPException(422, f"count must be between 1 and {settings.max_count}")
     fmt = format or ("png" if count == 1 else "zip")
     if fmt == "png" and count != 1:
         raise HTTPException(422, "format=png returns one image: use count=1, or format=zip, json, npy or grid")
-    # The active model is already loaded: no thread hop on the hot path; a pinned one may need loading.
-    loaded = _resolve(models, None) if model is None else await asyncio.to_thread(_resolve, models, model)
-    if label is not None:
-        raise HTTPException(422, f"model {loaded.version} is not conditional: it takes no label")
     base = seed if seed is not None else secrets.randbelow(MAX_SEED - settings.max_count)
     if base + count - 1 > MAX_SEED:
         raise HTTPException(422, f"seed + count must stay below {MAX_SEED}")
-    seeds = list(range(base, base + count))
-    z = await asyncio.to_thread(latents, loaded.latent_dim, seeds)
-    images = await batcher.infer(loaded, z)
-    body = await asyncio.to_thread(encoders.encode, images, seeds, loaded.version, fmt)
+    with batcher.admit(count):  # Overloaded (429) before any work; the rows count until the body is built
+        # The active model is already loaded: no thread hop on the hot path; a pinned one may need loading.
+        loaded = _resolve(models, None) if model is None else await asyncio.to_thread(_resolve, models, model)
+        if label is not None:
+            raise HTTPException(422, f"model {loaded.version} is not conditional: it takes no label")
+        seeds = list(range(base, base + count))
+        z = await asyncio.to_thread(latents, loaded.latent_dim, seeds)
+        images = await batcher.infer(loaded, z)
+        body = await asyncio.to_thread(encoders.encode, images, seeds, loaded.version, fmt)
     metrics.count_images(loaded.version, count)
     headers = {"X-DrawAI-Model-Version": loaded.version, "X-DrawAI-Seed": str(base), "X-DrawAI-Synthetic": "true"}
     if fmt in ("zip", "npy", "png", "grid"):

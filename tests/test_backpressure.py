@@ -1,0 +1,195 @@
+"""Backpressure on ``POST /generate``: past ``DRAWAI_MAX_QUEUED_ROWS`` in-flight rows, 429 with Retry-After at once.
+
+A real uvicorn server on a free port, the real app and a real ONNX Runtime model. The overload is made
+deterministic by holding the batcher's inference thread (a job that waits on an event, as a very slow
+inference would): nothing admitted can finish until the test lets it, so exactly the rows that fit are
+admitted and every other request must be refused without waiting. No assertion depends on speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from models.redisconn import free_port
+from models.sampling import latents
+from models.settings import Settings
+from models.store import Store
+from service.batching import DynamicBatcher, Overloaded
+from service.inference import CPU, load_model
+from tests.conftest import wait_for
+from tests.test_generate import open_png, provenance
+
+BOUND = 4
+
+
+@dataclass
+class Server:
+    url: str
+    app: FastAPI
+    gate: threading.Event
+
+    @property
+    def batcher(self) -> DynamicBatcher:
+        return self.app.state.batcher
+
+    def hold(self) -> None:
+        """Occupy the inference thread until ``release``: admitted requests wait in the batcher."""
+        self.gate.clear()
+        self.batcher.executor.submit(self.gate.wait)
+
+    def release(self) -> None:
+        self.gate.set()
+
+
+@contextmanager
+def serve(settings: Settings) -> Iterator[Server]:
+    from service.main import create_app
+
+    app = create_app(settings.model_copy(update={"max_queued_rows": BOUND}))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="test-uvicorn")
+    thread.start()
+    s = Server(f"http://127.0.0.1:{port}", app, threading.Event())
+    try:
+        wait_for(lambda: server.started or not thread.is_alive(), 60, "uvicorn")
+        assert server.started, "uvicorn did not start"
+        yield s
+    finally:
+        s.release()  # never leave the inference thread blocked: the process could not exit
+        server.should_exit = True
+        thread.join(60)
+
+
+def post(url: str, timeout: float = 120, **params: object) -> httpx.Response:
+    with httpx.Client(base_url=url, timeout=timeout) as c:
+        return c.post("/generate", params=params)
+
+
+def rejected_total(url: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    m = re.search(r"^drawai_generate_rejected_total (\S+)$", text, re.M)
+    assert m, "drawai_generate_rejected_total is not in /metrics"
+    return float(m.group(1))
+
+
+def assert_overloaded(r: httpx.Response) -> None:
+    assert r.status_code == 429, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    assert "DRAWAI_MAX_QUEUED_ROWS" in r.json()["detail"]
+    assert int(r.headers["retry-after"]) >= 1
+
+
+def test_past_the_bound_requests_are_429_at_once_and_the_admitted_ones_succeed(
+    model_version: str, settings: Settings
+) -> None:
+    n = 12
+    with serve(settings) as srv, ThreadPoolExecutor(n) as pool:
+        assert rejected_total(srv.url) == 0
+        srv.hold()
+        futures: list[Future[httpx.Response]] = [
+            pool.submit(post, srv.url, count=1, seed=100 + i, format="png") for i in range(n)
+        ]
+        # Nothing admitted can finish while the inference thread is held: the refusals come back without it.
+        wait_for(lambda: sum(f.done() for f in futures) == n - BOUND, 60, "the refusals")
+        assert srv.batcher.inflight_rows == BOUND
+        srv.release()
+        responses = [f.result() for f in futures]
+        assert srv.batcher.inflight_rows == 0
+
+        refused = [r for r in responses if r.status_code == 429]
+        served = [r for r in responses if r.status_code == 200]
+        assert len(refused) == n - BOUND and len(served) == BOUND, [r.status_code for r in responses]
+        for r in refused:
+            assert_overloaded(r)
+        for r in served:
+            seed = int(r.headers["x-drawai-seed"])
+            assert provenance(r.content)["Seed"] == str(seed)
+            assert open_png(r.content).size == (32, 32)
+            assert post(srv.url, count=1, seed=seed, format="png").content == r.content  # a valid, reproducible image
+        assert rejected_total(srv.url) == len(refused)
+
+
+def test_a_request_larger_than_the_bound_is_served_alone(model_version: str, settings: Settings) -> None:
+    with serve(settings) as srv, ThreadPoolExecutor(1) as pool:
+        srv.hold()
+        big = pool.submit(post, srv.url, count=2 * BOUND, seed=0, format="npy")
+        wait_for(lambda: srv.batcher.inflight_rows == 2 * BOUND, 60, "the large request's admission")
+        assert_overloaded(post(srv.url, count=1, seed=0))  # it waits alone: nothing joins it
+        srv.release()
+        r = big.result()
+        assert r.status_code == 200, r.text
+        assert r.content.startswith(b"\x93NUMPY")
+        assert srv.batcher.inflight_rows == 0
+        assert rejected_total(srv.url) == 1
+
+
+def test_clients_that_disconnect_and_failed_requests_release_their_rows(model_version: str, settings: Settings) -> None:
+    with serve(settings) as srv:
+        srv.hold()
+        port = int(srv.url.rsplit(":", 1)[1])
+        socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(BOUND)]
+        for i, sock in enumerate(socks):
+            sock.sendall(f"POST /generate?count=1&seed={i} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n".encode())
+        wait_for(lambda: srv.batcher.inflight_rows == BOUND, 60, "the admissions")
+        for sock in socks:  # every client goes away while its request waits in the batcher
+            sock.close()
+        srv.release()
+        wait_for(lambda: srv.batcher.inflight_rows == 0, 60, "the disconnected clients' rows to be released")
+
+        # A request that fails after its admission (here 422: a label for a model without classes) releases too.
+        r = post(srv.url, count=BOUND, label="yes")
+        assert r.status_code == 422, r.text
+        assert srv.batcher.inflight_rows == 0
+        r = post(srv.url, count=BOUND, seed=1, format="zip")  # the whole bound is free again
+        assert r.status_code == 200, r.text
+        assert rejected_total(srv.url) == 0
+
+
+def test_failed_inference_releases_the_rows(model_version: str, store: Store) -> None:
+    """ONNX Runtime refusing the input (wrong latent width) fails the request; the batcher does not leak rows."""
+    model = load_model(store, model_version, [CPU])
+
+    async def scenario() -> None:
+        batcher = DynamicBatcher(max_batch=8, max_wait_s=0.0, max_queued_rows=BOUND)
+        await batcher.start()
+        try:
+            with pytest.raises(Exception, match=r"(?i)dimension|shape|invalid"), batcher.admit(2):
+                await batcher.infer(model, np.zeros((2, model.latent_dim + 3), np.float32))
+            assert batcher.inflight_rows == 0
+            with batcher.admit(BOUND):
+                with pytest.raises(Overloaded) as info:
+                    batcher.admit(1)
+                assert info.value.retry_after_s >= 1
+                out = await batcher.infer(model, latents(model.latent_dim, list(range(BOUND))))
+                assert out.shape == (BOUND, 1, 32, 32)
+            assert batcher.inflight_rows == 0
+        finally:
+            await batcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_openapi_declares_429_with_retry_after(model_version: str, settings: Settings) -> None:
+    from fastapi.testclient import TestClient
+
+    from service.main import create_app
+
+    with TestClient(create_app(settings)) as c:
+        spec = c.get("/openapi.json").json()
+    declared = spec["paths"]["/generate"]["post"]["responses"]["429"]
+    assert "Retry-After" in declared["headers"]
+    assert declared["headers"]["Retry-After"]["schema"]["type"] == "integer"
