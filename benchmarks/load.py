@@ -37,9 +37,11 @@ from typing import Any
 import gevent
 import httpx
 import numpy as np
+import psutil
 from bench_stack import LocalStack, build_home, rss_mb
 from locust import FastHttpUser, constant, task
 from locust.env import Environment
+from prometheus_client.parser import text_string_to_metric_families
 
 RSS_LIMIT_MB = 100.0
 
@@ -75,6 +77,10 @@ class Run:
     records: list[tuple[float, int, float, str]] = field(default_factory=list)  # (end, status, ms, retry-after)
     rss_before: list[float] = field(default_factory=list)
     rss_after: list[float] = field(default_factory=list)
+    cpu_api: float = 0.0  # CPU seconds of the API processes in the recorded window, per second
+    cpu_load: float = 0.0  # the same for this process (locust: the load generator)
+    batch_rows: float = 0.0  # mean rows per inference batch in the window
+    infer_ms: float = 0.0  # inference milliseconds per image in the window
 
     def in_window(self, t0: float) -> list[tuple[float, int, float, str]]:
         return [r for r in self.records if t0 <= r[0] <= t0 + self.seconds]
@@ -98,13 +104,36 @@ def run_clients(stack: LocalStack, clients: int, args: argparse.Namespace) -> Ru
     runner.start(clients, spawn_rate=clients)
     gevent.sleep(args.warmup)
     state["t0"] = time.time()
+    api, me = stack.api_processes(), psutil.Process()
+    api0, me0, batches0 = sum(cpu_s(p) for p in api), cpu_s(me), batch_totals(stack.url)
     gevent.sleep(args.seconds)
+    n, rows, secs = (b - a for a, b in zip(batches0, batch_totals(stack.url), strict=True))
+    run.batch_rows, run.infer_ms = (rows / n, 1000 * secs / rows) if n and rows else (0.0, 0.0)
+    run.cpu_api = (sum(cpu_s(p) for p in api) - api0) / args.seconds
+    run.cpu_load = (cpu_s(me) - me0) / args.seconds
     runner.stop()  # users finish their request in flight (stop_timeout), so nothing is cut off mid-answer
     runner.quit()
     run.records = run.in_window(state["t0"])
     gevent.sleep(2.0)  # the server finishes anything a stopped user left behind
     run.rss_after = [rss_mb(p) for p in stack.api_processes()]
     return run
+
+
+def batch_totals(url: str) -> tuple[float, float, float]:
+    """(inference batches, rows, inference seconds) so far, from the API's ``/metrics``."""
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    found = {"drawai_generation_batch_size_count": 0.0, "drawai_generation_batch_size_sum": 0.0}
+    found["drawai_inference_duration_seconds_sum"] = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in found:
+                found[sample.name] += sample.value
+    return tuple(found.values())  # type: ignore[return-value]
+
+
+def cpu_s(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return float(t.user + t.system)
 
 
 def summary(run: Run) -> dict[str, float]:
@@ -128,7 +157,7 @@ def summary(run: Run) -> dict[str, float]:
 
 def print_table(runs: list[Run]) -> bool:
     head = f"{'clients':>7} {'img/s':>7} {'p50 s':>6} {'p99 s':>6} {'max s':>6} {'reqs':>6} {'429 %':>6}"
-    print(head + f" {'5xx':>4} {'conn':>4} {'other':>5} {'R-A s':>5}  {'RSS before -> after (MB)'}")
+    print(head + f" {'5xx':>4} {'conn':>4} {'other':>5} {'R-A s':>5} {'CPU api':>7} {'CPU gen':>7} {'rows/b':>6} {'ms/img':>6}  RSS before -> after (MB)")
     sums = {r.clients: summary(r) for r in runs}
     for r in runs:
         s = sums[r.clients]
@@ -136,7 +165,7 @@ def print_table(runs: list[Run]) -> bool:
         print(
             f"{r.clients:>7} {s['img_s']:>7.1f} {s['p50']:>6.2f} {s['p99']:>6.2f} {s['max']:>6.2f} "
             f"{s['requests']:>6.0f} {100 * s['rejected']:>6.1f} {s['5xx']:>4.0f} {s['conn_err']:>4.0f} "
-            f"{s['other']:>5.0f} {s['retry_after']:>5.1f}  {rss}"
+            f"{s['other']:>5.0f} {s['retry_after']:>5.1f} {r.cpu_api:>7.2f} {r.cpu_load:>7.2f} {r.batch_rows:>6.1f} {r.infer_ms:>6.2f}  {rss}"
         )
     lo, hi = sums[runs[0].clients], sums[runs[-1].clients]
     growth = max(b - a for a, b in zip(runs[0].rss_before, runs[-1].rss_after, strict=False))

@@ -82,22 +82,31 @@ def key_matches(presented: str, digests: tuple[bytes, ...]) -> bool:
     return matched
 
 
-def check_key(request: Request, settings: Settings) -> None:
-    """Raise 401 (no key) or 403 (no presented key is valid) when keys are configured; return when allowed."""
+def key_refusal(request: Request, settings: Settings) -> int | None:
+    """401 (keys are configured, none presented), 403 (no presented key is valid), or None (allowed)."""
     keys = _configured_digests(settings.api_keys)
     if not keys:
-        return
+        return None
     presented = presented_keys(request)
-    client = request.client.host if request.client else "-"
     if not presented:
-        log.info("rejected: missing key method=%s path=%s client=%s", request.method, request.url.path, client)
-        raise HTTPException(status_code=401, detail=MISSING_DETAIL, headers={"WWW-Authenticate": "Bearer"})
+        return 401
     accepted = False
     for key in presented:  # both headers are checked, always: a request is allowed when either holds a valid key
         accepted |= key_matches(key, keys)
-    if not accepted:
-        log.warning("rejected: wrong key method=%s path=%s client=%s", request.method, request.url.path, client)
-        raise HTTPException(status_code=403, detail=WRONG_DETAIL)
+    return None if accepted else 403
+
+
+def check_key(request: Request, settings: Settings) -> None:
+    """Raise 401 (no key) or 403 (no presented key is valid) when keys are configured; return when allowed."""
+    refusal = key_refusal(request, settings)
+    if refusal is None:
+        return
+    client = request.client.host if request.client else "-"
+    if refusal == 401:
+        log.info("rejected: missing key method=%s path=%s client=%s", request.method, request.url.path, client)
+        raise HTTPException(status_code=401, detail=MISSING_DETAIL, headers={"WWW-Authenticate": "Bearer"})
+    log.warning("rejected: wrong key method=%s path=%s client=%s", request.method, request.url.path, client)
+    raise HTTPException(status_code=403, detail=WRONG_DETAIL)
 
 
 async def require_key(request: Request) -> None:

@@ -96,11 +96,18 @@ class DynamicBatcher:
         """Rows admitted and not yet released: waiting, in the running batch, or being encoded."""
         return self._inflight
 
-    def admit(self, rows: int) -> Admission:
-        """Reserve ``rows`` for a request, or raise ``Overloaded`` at once (no await: atomic on the loop)."""
+    def refusal(self, rows: int) -> Overloaded | None:
+        """The ``Overloaded`` that ``admit(rows)`` would raise now, or None if ``rows`` fit."""
         limit = self.max_queued_rows
         if limit is not None and self._inflight > 0 and self._inflight + rows > limit:
-            raise Overloaded(rows, self._inflight, limit, self.retry_after_s(rows))
+            return Overloaded(rows, self._inflight, limit, self.retry_after_s(rows))
+        return None
+
+    def admit(self, rows: int) -> Admission:
+        """Reserve ``rows`` for a request, or raise ``Overloaded`` at once (no await: atomic on the loop)."""
+        refused = self.refusal(rows)
+        if refused is not None:
+            raise refused
         self._inflight += rows
         return Admission(self, rows)
 

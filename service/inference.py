@@ -66,6 +66,10 @@ def load_model(store: Store, version: str, providers: list[str]) -> LoadedModel:
         raise ModelLoadError(f"model {version}: generator.onnx sha256 {digest[:12]} does not match its manifest")
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    import os
+
+    if os.environ.get("XP_NOSPIN"):
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(str(path), opts, providers=providers)
         probe = session.run(["image"], {"z": np.zeros((1, manifest.latent_dim), np.float32)})[0]

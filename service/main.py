@@ -16,7 +16,7 @@ from rq import Queue
 from models.redisconn import connect
 from models.settings import Settings, get_settings
 from models.store import Store
-from service import errors
+from service import errors, shedding
 from service.batching import DynamicBatcher
 from service.inference import ModelHolder, choose_providers
 from service.metrics import ApiMetrics, RequestMetricsMiddleware
@@ -71,4 +71,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics_router.router)
 
     errors.install(app)  # the HTTP mapping of every error, and the OpenAPI's error statuses
+    shedding.install(app)  # last: the outermost middleware answers an overloaded /generate before routing
     return app

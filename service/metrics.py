@@ -177,6 +177,12 @@ class ApiMetrics:
         self.batch_size.observe(rows)
         self.inference_duration.observe(seconds)
 
+    def record_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One answered HTTP request (``route``: the route template, or ``unmatched``)."""
+        method = method if method in _METHODS else "other"
+        self.http_requests.labels(method=method, route=route, status=str(status)).inc()
+        self.http_request_duration.labels(method=method, route=route).observe(seconds)
+
     def count_images(self, model_version: str, count: int) -> None:
         self.images_generated.labels(model_version=model_version).inc(count)
 
@@ -216,12 +222,7 @@ class RequestMetricsMiddleware:
             self._record(scope, status, time.perf_counter() - t0)
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
-        method = scope.get("method", "GET")
-        method = method if method in _METHODS else "other"
-        route = route_template(scope)
-        m = self.metrics
-        m.http_requests.labels(method=method, route=route, status=str(status)).inc()
-        m.http_request_duration.labels(method=method, route=route).observe(seconds)
+        self.metrics.record_request(scope.get("method", "GET"), route_template(scope), status, seconds)
 
 
 def multiprocess_mode() -> bool:

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import uvicorn
 from fastapi import FastAPI
+from pydantic import SecretStr
 
 from models.redisconn import free_port
 from models.sampling import latents
@@ -193,3 +194,42 @@ def test_openapi_declares_429_with_retry_after(model_version: str, settings: Set
     declared = spec["paths"]["/generate"]["post"]["responses"]["429"]
     assert "Retry-After" in declared["headers"]
     assert declared["headers"]["Retry-After"]["schema"]["type"] == "integer"
+
+
+def test_under_overload_keys_and_parameters_keep_their_answers(model_version: str, settings: Settings) -> None:
+    """The shed path answers 429 only to a request the route would have refused with 429: a missing or wrong
+    key still gets 401/403, a bad count 422; the 429s are counted under the route's own label."""
+    keyed = settings.model_copy(update={"api_keys": SecretStr("k1")})
+    with serve(keyed) as srv, ThreadPoolExecutor(1) as pool:
+        srv.hold()
+        admitted = pool.submit(httpx.post, f"{srv.url}/generate", params={"count": BOUND}, headers={"X-API-Key": "k1"})
+        wait_for(lambda: srv.batcher.inflight_rows == BOUND, 60, "the admission that fills the bound")
+        with httpx.Client(base_url=srv.url, timeout=60) as c:
+            assert c.post("/generate").status_code == 401
+            assert c.post("/generate", headers={"X-API-Key": "nope"}).status_code == 403
+            for bad in ("0", "x", "10000000", "-1"):
+                r = c.post("/generate", params={"count": bad}, headers={"X-API-Key": "k1"})
+                assert r.status_code == 422, (bad, r.text)
+            for headers in ({"X-API-Key": "k1"}, {"Authorization": "Bearer k1"}):
+                assert_overloaded(c.post("/generate", params={"count": 1}, headers=headers))
+            metrics = c.get("/metrics").text
+        srv.release()
+        assert admitted.result(60).status_code == 200
+    assert re.search(r'^drawai_http_requests_total\{method="POST",route="/generate",status="429"\} 2\.0$', metrics, re.M)
+    assert re.search(r"^drawai_generate_rejected_total 2\.0$", metrics, re.M)
+
+
+def test_refusals_are_not_access_logged_one_line_each() -> None:
+    import logging
+
+    from service.shedding import QuietRefusals
+
+    def record(path: str, status: int) -> logging.LogRecord:
+        args = ("127.0.0.1:5000", "POST", path, "1.1", status)
+        return logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d', args, None)
+
+    quiet = QuietRefusals()
+    assert not quiet.filter(record("/generate?count=8", 429))
+    assert quiet.filter(record("/generate?count=8", 200))
+    assert quiet.filter(record("/jobs", 429))
+    assert quiet.filter(record("/generate", 401))
