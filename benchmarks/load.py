@@ -157,7 +157,8 @@ def summary(run: Run) -> dict[str, float]:
 
 def print_table(runs: list[Run]) -> bool:
     head = f"{'clients':>7} {'img/s':>7} {'p50 s':>6} {'p99 s':>6} {'max s':>6} {'reqs':>6} {'429 %':>6}"
-    print(head + f" {'5xx':>4} {'conn':>4} {'other':>5} {'R-A s':>5} {'CPU api':>7} {'CPU gen':>7} {'rows/b':>6} {'ms/img':>6}  RSS before -> after (MB)")
+    head += f" {'5xx':>4} {'conn':>4} {'other':>5} {'R-A s':>5} {'CPU api':>7} {'CPU gen':>7} {'rows/b':>6}"
+    print(head + f" {'ms/img':>6}  RSS before -> after (MB)")
     sums = {r.clients: summary(r) for r in runs}
     for r in runs:
         s = sums[r.clients]
@@ -165,7 +166,8 @@ def print_table(runs: list[Run]) -> bool:
         print(
             f"{r.clients:>7} {s['img_s']:>7.1f} {s['p50']:>6.2f} {s['p99']:>6.2f} {s['max']:>6.2f} "
             f"{s['requests']:>6.0f} {100 * s['rejected']:>6.1f} {s['5xx']:>4.0f} {s['conn_err']:>4.0f} "
-            f"{s['other']:>5.0f} {s['retry_after']:>5.1f} {r.cpu_api:>7.2f} {r.cpu_load:>7.2f} {r.batch_rows:>6.1f} {r.infer_ms:>6.2f}  {rss}"
+            f"{s['other']:>5.0f} {s['retry_after']:>5.1f} {r.cpu_api:>7.2f} {r.cpu_load:>7.2f} "
+            f"{r.batch_rows:>6.1f} {r.infer_ms:>6.2f}  {rss}"
         )
     lo, hi = sums[runs[0].clients], sums[runs[-1].clients]
     growth = max(b - a for a, b in zip(runs[0].rss_before, runs[-1].rss_after, strict=False))
