@@ -11,7 +11,8 @@ Backpressure: ``admit(rows)`` reserves a request's rows before any work is done 
 stay counted (``inflight_rows``) until the reservation is released (the route releases it once the
 response body is built), and a request whose rows do not fit under ``max_queued_rows`` raises
 ``Overloaded`` at once. A request larger than the bound is admitted when nothing else is in flight,
-so every valid count can be served; it waits alone.
+so every valid count can be served; it waits alone. ``Retry-After`` counts every row ahead of the
+refused request, including the rows refused in the last second (their clients come back too).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from service.inference import LoadedModel
 log = logging.getLogger(__name__)
 
 BatchObserver = Callable[[int, float], None]  # (rows in the batch, inference seconds)
-EWMA_WEIGHT = 0.2  # weight of the newest batch in the recent batch time that Retry-After is estimated from
+EWMA_WEIGHT = 0.2  # weight of the newest batch in the recent time per row that Retry-After is estimated from
+RETRY_AFTER_MAX_S = 30  # a Retry-After longer than this would leave the batcher idle when the crowd thins
 
 
 class Overloaded(Exception):
@@ -45,6 +47,28 @@ class Overloaded(Exception):
             f"overloaded: {inflight} images are being generated and {rows} more would pass the limit of "
             f"{limit} (DRAWAI_MAX_QUEUED_ROWS); retry in {retry_after_s} s"
         )
+
+
+class RecentRows:
+    """Rows counted in the current and the previous whole second of ``clock``: ``recent()`` is about one
+    second's worth (the previous second, plus the current one as it fills)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock, self._second, self._now, self._before = clock, 0, 0, 0
+
+    def _roll(self) -> None:
+        second = int(self._clock())
+        if second != self._second:
+            self._before = self._now if second == self._second + 1 else 0
+            self._second, self._now = second, 0
+
+    def add(self, rows: int) -> None:
+        self._roll()
+        self._now += rows
+
+    def recent(self) -> int:
+        self._roll()
+        return self._before + self._now
 
 
 class Admission:
@@ -87,7 +111,8 @@ class DynamicBatcher:
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
         self._inflight = 0
-        self._batch_s: float | None = None  # recent inference time of a batch (EWMA)
+        self._row_s: float | None = None  # recent inference seconds per row (EWMA over batches)
+        self._refused = RecentRows()
         # One thread: one batch at a time (ONNX Runtime spreads a call over the cores itself).
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drawai-inference")
 
@@ -97,7 +122,7 @@ class DynamicBatcher:
         return self._inflight
 
     def refusal(self, rows: int) -> Overloaded | None:
-        """The ``Overloaded`` that ``admit(rows)`` would raise now, or None if ``rows`` fit."""
+        """The ``Overloaded`` that ``admit(rows)`` would raise now, or None if ``rows`` fit (records nothing)."""
         limit = self.max_queued_rows
         if limit is not None and self._inflight > 0 and self._inflight + rows > limit:
             return Overloaded(rows, self._inflight, limit, self.retry_after_s(rows))
@@ -107,14 +132,25 @@ class DynamicBatcher:
         """Reserve ``rows`` for a request, or raise ``Overloaded`` at once (no await: atomic on the loop)."""
         refused = self.refusal(rows)
         if refused is not None:
+            self.count_refusal(rows)
             raise refused
         self._inflight += rows
         return Admission(self, rows)
 
+    def count_refusal(self, rows: int) -> None:
+        """A request of ``rows`` was answered 429: its client will come back, ahead of later ones."""
+        self._refused.add(rows)
+
     def retry_after_s(self, rows: int) -> int:
-        """Whole seconds until ``rows`` more would likely fit: recent batch time x batches ahead, at least 1."""
-        batches = math.ceil((self._inflight + rows) / self.max_batch)
-        return max(1, math.ceil(batches * (self._batch_s or 0.0)))
+        """Whole seconds until ``rows`` more would likely be served: every row ahead of them (in flight, and
+        refused in the last second: those clients retry too) times the recent inference time per row.
+
+        Counting the refused rows spreads a crowd of retrying clients out instead of bringing all of them
+        back after the same second (at 256 clients on 2 cores it cut refusals by half, see load.py).
+        """
+        ahead = self._inflight + rows + self._refused.recent()
+        seconds = ahead * (self._row_s or 0.0)
+        return min(RETRY_AFTER_MAX_S, max(1, math.ceil(seconds)))
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -193,7 +229,8 @@ class DynamicBatcher:
                     p.future.set_exception(exc)
             return
         seconds = time.perf_counter() - t0
-        self._batch_s = seconds if self._batch_s is None else EWMA_WEIGHT * seconds + (1 - EWMA_WEIGHT) * self._batch_s
+        per_row = seconds / len(z)
+        self._row_s = per_row if self._row_s is None else EWMA_WEIGHT * per_row + (1 - EWMA_WEIGHT) * self._row_s
         if self.observer is not None:
             try:
                 self.observer(len(z), seconds)

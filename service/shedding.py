@@ -72,6 +72,7 @@ class ShedOverload:
         refused = batcher.refusal(count)
         if refused is None or not _key_accepted(scope):
             return None
+        batcher.count_refusal(count)
         return refused
 
 

@@ -234,3 +234,36 @@ def test_refusals_are_not_access_logged_one_line_each() -> None:
     assert quiet.filter(record("/generate?count=8", 200))
     assert quiet.filter(record("/jobs", 429))
     assert quiet.filter(record("/generate", 401))
+
+
+def test_retry_after_grows_with_the_crowd_of_refused_clients() -> None:
+    """Retry-After counts the rows in flight and those refused in the last second (their clients retry too)."""
+    from service.batching import RETRY_AFTER_MAX_S, RecentRows
+
+    now = [100.0]
+    recent = RecentRows(clock=lambda: now[0])
+    recent.add(8)
+    recent.add(8)
+    assert recent.recent() == 16
+    now[0] = 101.5  # the next second: the previous one still counts
+    recent.add(4)
+    assert recent.recent() == 20
+    now[0] = 102.0
+    assert recent.recent() == 4
+    now[0] = 110.0  # a quiet gap: nothing recent
+    assert recent.recent() == 0
+
+    batcher = DynamicBatcher(max_batch=64, max_queued_rows=BOUND)
+    batcher._row_s = 0.01  # 100 rows a second, as measured by earlier batches
+    batcher._inflight = BOUND
+    first = batcher.refusal(1)
+    assert first is not None and first.retry_after_s == 1  # 5 rows ahead: 0.05 s, rounded up to 1
+    for _ in range(100):
+        batcher.count_refusal(2)  # 200 rows refused this second
+    crowded = batcher.refusal(1)
+    assert crowded is not None and crowded.retry_after_s == 3  # 205 rows ahead: 2.05 s
+    for _ in range(10_000):
+        batcher.count_refusal(2)
+    capped = batcher.refusal(1)
+    assert capped is not None and capped.retry_after_s == RETRY_AFTER_MAX_S
+    batcher.executor.shutdown()
