@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 
 BatchObserver = Callable[[int, float], None]  # (rows in the batch, inference seconds)
 EWMA_WEIGHT = 0.2  # weight of the newest batch in the recent time per row that Retry-After is estimated from
-RETRY_AFTER_MAX_S = 30  # a Retry-After longer than this would leave the batcher idle when the crowd thins
+# Under uvicorn's keep-alive timeout (5 s): a client that waits longer finds its idle connection closed, and a
+# POST on a connection the server just closed fails (load.py counted connection errors with a 30 s cap).
+RETRY_AFTER_MAX_S = 4
 
 
 class Overloaded(Exception):
