@@ -43,6 +43,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy models service worker drawai
+	$(BIN)/lint-imports
 
 demo: $(STAMP)
 	$(BIN)/drawai demo

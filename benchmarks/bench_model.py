@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.export import OPSET, check_parity, export_generator, sha256_file
-from models.networks import build
-from models.publish import library_versions
-from models.schemas import ModelManifest, TrainSpec
-from models.store import Store, atomic_write_json
+from models.gan.export import OPSET, check_parity, export_generator, sha256_file
+from models.gan.networks import build
+from models.gan.publish import library_versions
+from models.platform.schemas import ModelManifest, TrainSpec
+from models.platform.store import Store, atomic_write_json
 
 SPEC = TrainSpec(dataset="bench", architecture="dcgan-seed", image_size=128)
 # The network `make demo` trains (drawai.cli.DEMO_SPEC): 64 px, width 32; the load and soak benchmarks' default.

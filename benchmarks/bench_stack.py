@@ -47,7 +47,7 @@ def _publish(home: Path, versions: int, model: str) -> None:
     sys.path.insert(0, str(HERE))
     from bench_model import SPECS, publish_bench_model
 
-    from models.store import Store
+    from models.platform.store import Store
 
     store = Store(home).ensure()
     for _ in range(versions):
@@ -67,7 +67,7 @@ class LocalStack:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        from models.redisconn import start_embedded
+        from models.platform.redisconn import start_embedded
 
         self.redis_url = start_embedded(self.home / "redis")
         self.port = free_port()
@@ -111,7 +111,7 @@ class LocalStack:
             conn.close()
 
     def stop(self) -> None:
-        from models.redisconn import stop_embedded
+        from models.platform.redisconn import stop_embedded
 
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

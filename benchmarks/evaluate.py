@@ -2,7 +2,7 @@
 
 One model (the report's ``dcgan-seed`` network, 128 px, untrained: speed does not depend on the
 weights), real slices derived from the bundled MNI152 demo slices (seeded shifts, flips, gain and
-noise, so every image is distinct), and one call of ``models.evaluation.evaluate`` exactly as the
+noise, so every image is distinct), and one call of ``models.quality.evaluation.evaluate`` exactly as the
 worker makes it after training, then the HTML page the API serves. Printed: the seconds of each
 part (synthesis through ONNX Runtime, each metric, plots, HTML) with its share of the whole, and
 the whole against the 180 s target on this machine.
@@ -28,10 +28,10 @@ import torch
 from bench_model import SPEC, publish_bench_model
 from PIL import Image
 
-from models.evaluation import EvalConfig, RealImages, evaluate
-from models.report_html import render
-from models.sampling import choose_providers
-from models.store import Store
+from models.platform.sampling import choose_providers
+from models.platform.store import Store
+from models.quality.evaluation import EvalConfig, RealImages, evaluate
+from models.report.page import render
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "data" / "demo" / "mni152_axial"

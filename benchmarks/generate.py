@@ -43,9 +43,9 @@ import onnxruntime as ort
 import torch
 from bench_model import SPEC, publish_bench_model
 
-from models.redisconn import stop_embedded
-from models.sampling import latents
-from models.store import Store
+from models.platform.redisconn import stop_embedded
+from models.platform.sampling import latents
+from models.platform.store import Store
 from service.inference import choose_providers
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ page tables are not the next one's idle memory):
 2. reset the kernel's peak-RSS counter (``echo 5 > /proc/self/clear_refs``) so that ``VmHWM``
    then counts only what ingestion adds (when the kernel refuses, ``VmHWM`` includes import time:
    the figure only gets worse);
-3. ingest the archive into an empty store with ``models.datasets.ingest`` (``ingest_zip`` when
+3. ingest the archive into an empty store with ``models.data.ingest.ingest`` (``ingest_zip`` when
    ``ingest`` does not exist), while a thread samples ``RssAnon`` (heap: Python, numpy, Pillow)
    and ``RssFile`` (file-backed pages: shared libraries, memory-mapped files) every 5 ms;
 4. report images/s, MiB/s of archive, idle, peak (``VmHWM``) and peak minus idle, with the peaks
@@ -163,22 +163,22 @@ class Sampler:
 
 
 def ingest_function() -> tuple[str, Callable[..., Any]]:
-    import models.datasets as datasets
+    import models.data.ingest as datasets
 
     ingest = getattr(datasets, "ingest", None)
     if ingest is not None:
-        return "models.datasets.ingest", lambda path, store, settings, name: ingest(
+        return "models.data.ingest.ingest", lambda path, store, settings, name: ingest(
             path, store, settings, name, filename=path.name
         )
-    return "models.datasets.ingest_zip", datasets.ingest_zip
+    return "models.data.ingest.ingest_zip", datasets.ingest_zip
 
 
 def child(archive: Path, home: Path) -> None:
     """One measured ingestion; prints one JSON line."""
     import gc
 
-    from models.settings import Settings
-    from models.store import Store
+    from models.platform.settings import Settings
+    from models.platform.store import Store
 
     label, ingest = ingest_function()
     settings = Settings(home=home, _env_file=None)  # type: ignore[call-arg]
@@ -234,7 +234,7 @@ def run_api(archive: Path, work: Path) -> dict[str, Any]:
     import httpx
 
     from drawai.upload import TIMEOUT, post_dataset
-    from models.redisconn import stop_embedded
+    from models.platform.redisconn import stop_embedded
 
     home, port = work / "home-api", free_port()
     env = {

@@ -1,6 +1,6 @@
-"""Images/s of one training step: ``models.training.train`` against a plain PyTorch loop.
+"""Images/s of one training step: ``models.gan.training.train`` against a plain PyTorch loop.
 
-Both sides use the same networks (``models.networks.build``), batch, optimizers (Adam, the
+Both sides use the same networks (``models.gan.networks.build``), batch, optimizers (Adam, the
 spec's learning rates and betas) and BCE-with-logits losses. Runs alternate (ours then plain,
 then plain then ours, ...) so machine noise hits both alike; the best images/s of each over
 the rounds is reported (noise on a shared machine only ever slows a run down, as with
@@ -20,9 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.networks import build
-from models.schemas import TrainSpec
-from models.training import prepare_images, select_device, train
+from models.gan.networks import build
+from models.gan.training import prepare_images, select_device, train
+from models.platform.schemas import TrainSpec
 
 CASES = [
     ("dcgan-seed 128px", TrainSpec(dataset="bench", architecture="dcgan-seed", image_size=128, batch_size=8)),

@@ -49,7 +49,7 @@ COPY worker ./worker
 COPY drawai ./drawai
 RUN pip install --no-cache-dir --disable-pip-version-check --no-deps . \
     && rm -rf build *.egg-info \
-    && python -c "import torch, worker.main, models.training; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+    && python -c "import torch, worker.main, models.gan.training; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 
 USER drawai
 EXPOSE 9100

@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from models.settings import Settings, get_settings
+from models.platform.settings import Settings, get_settings
 
 DEMO_DATA = Path(__file__).resolve().parent.parent / "data" / "demo" / "mni152_axial"
 # Sized for two CPU cores: a small DCGAN at 64 px trains in a few minutes.
@@ -140,7 +140,7 @@ def _write_demo_outputs(client: Any, model_dir: Path, out: Path) -> list[Path]:
 
 def _print_quality(client: Any, version: str) -> None:
     """The headline of the version's quality report, one line per metric."""
-    from models.report_summary import summarize
+    from models.report.summary import summarize
 
     report = client.get(f"/models/{version}/report").raise_for_status().json()
     print(f"quality of {version} (synthetic vs real; reference: real vs real):")

@@ -1,7 +1,7 @@
 """``drawai evaluate``: the quality report of a model version against any set of real images, into a folder.
 
 Runs locally (PyTorch, the worker's ``train`` extra) on the store under ``DRAWAI_HOME``: the same
-``models.evaluation.evaluate`` the worker runs after training, then the same HTML page the API
+``models.quality.evaluation.evaluate`` the worker runs after training, then the same HTML page the API
 serves. The real side is ``--real PATH`` (anything ``POST /datasets`` reads: a folder, an archive,
 a NIfTI volume, DICOM files) or, without it, the held-out split of the model's own dataset; the
 training side is the dataset's training split when the dataset is still in the store.
@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from models.settings import Settings
-from models.store import NotFoundError, Store
+from models.platform.settings import Settings
+from models.platform.store import NotFoundError, Store
 
 
 class EvaluateError(Exception):
@@ -29,8 +29,8 @@ def read_real(path: Path, settings: Settings, max_images: int, seed: int) -> tup
 
     Returns (images, slices read, files skipped).
     """
-    from models.images import UploadRefused
-    from models.sources import iter_slices
+    from models.data.decode_image import UploadRefused
+    from models.data.sources import iter_slices
 
     rng = np.random.default_rng(seed)
     kept: list[np.ndarray] = []
@@ -68,12 +68,12 @@ def run(args: argparse.Namespace, settings: Settings, console: Any) -> dict[str,
     """Evaluate, write report.json, plots/ and report.html into ``args.out``; return the report."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from models.evaluation import EvalConfig, RealImages, evaluate
-    from models.quality import METRICS
-    from models.report_html import render
-    from models.sampling import choose_providers
-    from models.schemas import ModelManifest
-    from models.training import select_device
+    from models.gan.training import select_device
+    from models.platform.sampling import choose_providers
+    from models.platform.schemas import ModelManifest
+    from models.quality.evaluation import EvalConfig, RealImages, evaluate
+    from models.quality.metrics import METRICS
+    from models.report.page import render
 
     metrics = tuple(args.metrics.split(",")) if args.metrics else EvalConfig.metrics
     if unknown := sorted(set(metrics) - set(METRICS)):
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace, settings: Settings, console: Any) -> dict[str,
 def print_summary(console: Any, report: dict[str, Any]) -> None:
     from rich.table import Table
 
-    from models.report_summary import summarize
+    from models.report.summary import summarize
 
     table = Table("metric", "synthetic", "reference", "reading", title=f"model {report['model']['version']}")
     for name, row in summarize(report["metrics"]).items():

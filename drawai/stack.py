@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from models.redisconn import DEFAULT_URL, _answers, resolve_url, stop_embedded
-from models.settings import Settings
+from models.platform.redisconn import DEFAULT_URL, _answers, resolve_url, stop_embedded
+from models.platform.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from typing import Any, BinaryIO, cast
 
 import httpx
 
-from models.settings import Settings, split_keys
+from models.platform.settings import Settings, split_keys
 
 # Already-compressed formats: deflating them again costs time and saves nothing.
 _STORED_SUFFIXES = frozenset(

@@ -36,7 +36,7 @@ from fastapi.routing import APIRoute
 from pydantic import SecretStr
 from starlette.responses import Response
 
-from models.settings import Settings, split_keys
+from models.platform.settings import Settings, split_keys
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from fastapi import Depends, Request
 from redis import Redis
 from rq import Queue
 
-from models.settings import Settings
-from models.store import Store
+from models.platform.settings import Settings
+from models.platform.store import Store
 from service.batching import DynamicBatcher
 from service.inference import ModelHolder
 from service.metrics import ApiMetrics

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from models.plots import grid, to_uint8
+from models.platform.grids import grid, to_uint8
 
 FORMATS = ("png", "zip", "json", "npy", "grid")
 MEDIA_TYPES = {

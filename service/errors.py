@@ -26,8 +26,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
-from models.images import UploadRefused
-from models.store import CorruptError, NotFoundError
+from models.data.decode_image import UploadRefused
+from models.platform.store import CorruptError, NotFoundError
 from service.batching import Overloaded
 
 log = logging.getLogger(__name__)

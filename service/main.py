@@ -13,9 +13,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from rq import Queue
 
-from models.redisconn import connect
-from models.settings import Settings, get_settings
-from models.store import Store
+from models.platform.redisconn import connect
+from models.platform.settings import Settings, get_settings
+from models.platform.store import Store
 from service import errors, shedding
 from service.batching import DynamicBatcher
 from service.inference import ModelHolder, choose_providers

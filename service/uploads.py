@@ -14,9 +14,9 @@ from python_multipart import MultipartParser
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
 
-from models.datasets import UploadRefused
+from models.data.ingest import UploadRefused
 
-# Raw body types, with the file name that tells their kind when the bytes do not (see models.sources).
+# Raw body types, with the file name that tells their kind when the bytes do not (see models.data.sources).
 CONTENT_TYPE_NAMES: dict[str, str | None] = {
     "application/zip": "upload.zip",
     "application/x-zip-compressed": "upload.zip",

@@ -18,10 +18,17 @@ import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
 
-from models.redisconn import DEFAULT_URL, _answers, free_port, redis_server_binary, start_embedded, stop_embedded
-from models.schemas import DatasetInfo
-from models.settings import Settings
-from models.store import Store
+from models.platform.redisconn import (
+    DEFAULT_URL,
+    _answers,
+    free_port,
+    redis_server_binary,
+    start_embedded,
+    stop_embedded,
+)
+from models.platform.schemas import DatasetInfo
+from models.platform.settings import Settings
+from models.platform.store import Store
 
 # Never the default database 0 that a developer's running stack uses. Parallel test runs on one machine
 # (several checkouts) each pick their own database with DRAWAI_TEST_REDIS_DB.
@@ -152,12 +159,12 @@ def demo_zip() -> bytes:
 
 def publish_tiny_model(store: Store, seed: int = 0, epochs: int = 1, activate: bool = False) -> str:
     """Train a tiny real DCGAN (32 px) in-process and publish it as a model version."""
-    from models.publish import publish
-    from models.training import train
+    from models.gan.publish import publish
+    from models.gan.training import train
 
     spec_fields = {"image_size": 32, "width": 8, "latent_dim": 16, "batch_size": 8, "epochs": epochs, "seed": seed}
     ds = put_dataset(store, blobs(16, seed=seed))
-    from models.schemas import TrainSpec
+    from models.platform.schemas import TrainSpec
 
     spec = TrainSpec(dataset=ds.id, activate=activate, **spec_fields)
     workdir = store.jobs_dir / f"job-{ds.id}"

@@ -30,10 +30,10 @@ from redis import Redis
 from rq import Queue
 from starlette.types import Message, Receive, Scope, Send
 
-from models.redisconn import free_port
-from models.schemas import TrainSpec
-from models.settings import Settings
-from models.store import Store
+from models.platform.redisconn import free_port
+from models.platform.schemas import TrainSpec
+from models.platform.settings import Settings
+from models.platform.store import Store
 from service import queue as jobq
 from service.auth import check_listen_allowed
 from service.main import create_app

@@ -24,10 +24,10 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from models.redisconn import free_port
-from models.sampling import latents
-from models.settings import Settings
-from models.store import Store
+from models.platform.redisconn import free_port
+from models.platform.sampling import latents
+from models.platform.settings import Settings
+from models.platform.store import Store
 from service.batching import DynamicBatcher, Overloaded
 from service.inference import CPU, load_model
 from tests.conftest import wait_for

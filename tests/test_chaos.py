@@ -25,11 +25,11 @@ from rq import Queue, Worker
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 
-from models.redisconn import RedisOutageExceeded, connect
-from models.schemas import TrainSpec
-from models.settings import Settings
-from models.store import Store
-from models.training import CHECKPOINT
+from models.gan.training import CHECKPOINT
+from models.platform.redisconn import RedisOutageExceeded, connect
+from models.platform.schemas import TrainSpec
+from models.platform.settings import Settings
+from models.platform.store import Store
 from service.queue import enqueue_training
 from tests.conftest import RedisServer, blobs, own_settings, put_dataset, spawn_worker, wait_for
 from tests.test_jobs import TINY, finish, kill_worker

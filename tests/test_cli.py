@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from models.redisconn import free_port
-from models.settings import Settings
+from models.platform.redisconn import free_port
+from models.platform.settings import Settings
 
 
 def env_for(settings: Settings) -> dict[str, str]:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.settings import Settings
+from models.platform.settings import Settings
 from tests.test_cli import env_for, free_port
 
 

@@ -16,11 +16,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from models.curation import stratified_split
-from models.plots import LABEL_HEIGHT
-from models.schemas import TrainSpec
-from models.settings import Settings
-from models.store import Store
+from models.data.curation import stratified_split
+from models.platform.grids import LABEL_HEIGHT
+from models.platform.schemas import TrainSpec
+from models.platform.settings import Settings
+from models.platform.store import Store
 from service.main import create_app
 from tests.conftest import blobs, put_dataset, spawn_worker
 
@@ -156,7 +156,7 @@ def test_fraction_setting_keeps_one_training_image_per_class() -> None:
 def test_training_sees_only_the_training_split(
     client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import models.training as training
+    import models.gan.training as training
 
     info = upload(client, class_zip({"default": 20}))
     n_train = info["split"]["train"]

@@ -24,9 +24,9 @@ from PIL import Image
 from redis import Redis
 from rq import Queue
 
-from models.schemas import TrainSpec
-from models.settings import Settings
-from models.store import Store
+from models.platform.schemas import TrainSpec
+from models.platform.settings import Settings
+from models.platform.store import Store
 from service.main import create_app
 from service.queue import enqueue_training
 from tests.dicom_files import mr_frames, rle_bomb

@@ -34,9 +34,9 @@ from fastapi.testclient import TestClient
 from packaging.requirements import Requirement
 from prometheus_client.parser import text_string_to_metric_families
 
-from models.redisconn import free_port
-from models.settings import Settings
-from models.store import Store
+from models.platform.redisconn import free_port
+from models.platform.settings import Settings
+from models.platform.store import Store
 from tests.conftest import blobs, put_dataset, wait_for, worker_env
 from tests.test_jobs import TINY
 

@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 from pydantic import TypeAdapter
 from rq.job import JobStatus as RQStatus
 
-from models.schemas import TrainSpec
-from models.settings import Settings
-from models.store import Store
+from models.platform.schemas import TrainSpec
+from models.platform.settings import Settings
+from models.platform.store import Store
 from service import queue as jobq
 from service.errors import ErrorBody
 from service.main import create_app

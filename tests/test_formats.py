@@ -2,7 +2,7 @@
 
 Real files only: a NIfTI volume cut from the MNI ICBM152 template (``tests/data``, see its NOTICE),
 volumes nibabel writes from it, pydicom's own MR test files (edited with pydicom), and archives and
-folders built here. Pixel checks run the real readers (``models.sources.iter_slices``) on real
+folders built here. Pixel checks run the real readers (``models.data.sources.iter_slices``) on real
 files; the rest goes through the real app, store and Redis.
 """
 
@@ -28,10 +28,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from models.archives import Slice
-from models.settings import Settings
-from models.sources import iter_slices
-from models.store import Store
+from models.data.members import Slice
+from models.data.sources import iter_slices
+from models.platform.settings import Settings
+from models.platform.store import Store
 from service.main import create_app
 from tests.test_datasets import ellipse, encode, png, png_bomb, zip_bytes
 
@@ -129,7 +129,7 @@ def nothing_stored(settings: Settings) -> None:
 
 # -- NIfTI ----------------------------------------------------------------------------------
 def expected_axial_slices(data: np.ndarray, fraction: float = 0.15) -> list[int]:
-    """Axial slices whose body fills ``fraction``, computed independently of models.volumes."""
+    """Axial slices whose body fills ``fraction``, computed independently of models.data.decode_nifti."""
     lo, hi = np.percentile(data, [0.5, 99.5])
     body = np.clip((data - lo) / (hi - lo), 0, 1) > 0.05
     return [int(k) for k in np.flatnonzero(body.mean(axis=(0, 1)) >= fraction)]

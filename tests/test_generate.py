@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from PIL import Image
 
-from models.store import Store
+from models.platform.store import Store
 from tests.conftest import publish_tiny_model
 
 SIZE = 32  # the tiny model's image side
@@ -181,7 +181,7 @@ def test_batcher_gathers_concurrent_requests_without_changing_their_images(model
     """Six concurrent requests share one inference call, a large one is split, and each image is exactly what
     its latent gives alone (so batching never breaks byte-identical reproducibility); a failing metrics
     observer fails no request."""
-    from models.sampling import latents
+    from models.platform.sampling import latents
     from service.batching import DynamicBatcher
     from service.inference import CPU, load_model
 

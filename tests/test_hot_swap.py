@@ -24,10 +24,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from models.export import sha256_file
-from models.redisconn import free_port
-from models.settings import Settings
-from models.store import Store, atomic_write_bytes, atomic_write_json
+from models.gan.export import sha256_file
+from models.platform.redisconn import free_port
+from models.platform.settings import Settings
+from models.platform.store import Store, atomic_write_bytes, atomic_write_json
 from tests.conftest import publish_tiny_model, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -366,7 +366,7 @@ NO_TORCH_SCRIPT = textwrap.dedent(
 
     from fastapi.testclient import TestClient
 
-    from models.settings import Settings
+    from models.platform.settings import Settings
     from service.main import create_app
 
     settings = Settings(home=sys.argv[1], redis_url=sys.argv[2], _env_file=None)

@@ -16,10 +16,10 @@ from redis import Redis
 from rq import Queue
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
-from models.export import ort_session, sha256_file
-from models.settings import Settings
-from models.store import Store
-from models.training import CHECKPOINT
+from models.gan.export import ort_session, sha256_file
+from models.gan.training import CHECKPOINT
+from models.platform.settings import Settings
+from models.platform.store import Store
 from tests.conftest import blobs, put_dataset, spawn_worker, wait_for
 
 TINY = {"architecture": "dcgan", "image_size": 32, "width": 8, "latent_dim": 16, "batch_size": 8, "seed": 1}

@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from models.settings import Settings
-from models.store import Store
+from models.platform.settings import Settings
+from models.platform.store import Store
 from tests.conftest import blobs, put_dataset
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from models.redisconn import free_port
-from models.settings import Settings
+from models.platform.redisconn import free_port
+from models.platform.settings import Settings
 from tests.conftest import wait_for, worker_env
 
 REQUESTS = 60

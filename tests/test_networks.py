@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.networks import build, count_parameters
-from models.schemas import TrainSpec
+from models.gan.networks import build, count_parameters
+from models.platform.schemas import TrainSpec
 
 
 def test_dcgan_seed_matches_the_report() -> None:

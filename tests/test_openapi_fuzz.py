@@ -37,11 +37,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from models.evaluation import EvalConfig, RealImages, evaluate
-from models.redisconn import free_port
-from models.schemas import TrainSpec
-from models.settings import Settings
-from models.store import Store
+from models.platform.redisconn import free_port
+from models.platform.schemas import TrainSpec
+from models.platform.settings import Settings
+from models.platform.store import Store
+from models.quality.evaluation import EvalConfig, RealImages, evaluate
 from service import queue as jobq
 from service.main import create_app
 from tests.conftest import DEMO_SLICES, blobs, publish_tiny_model, put_dataset

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-import models.redisconn as redisconn
-from models.settings import Settings
-from models.store import NotFoundError, Store, atomic_write_bytes
+import models.platform.redisconn as redisconn
+from models.platform.settings import Settings
+from models.platform.store import NotFoundError, Store, atomic_write_bytes
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -59,7 +59,7 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path, monkeypatch: py
     def disk_full(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("models.store.os.fsync", disk_full)
+    monkeypatch.setattr("models.platform.store.os.fsync", disk_full)
     with pytest.raises(OSError):
         atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"old"

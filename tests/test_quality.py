@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.quality import METRICS, EvalInputs, compute
+from models.quality.metrics import METRICS, EvalInputs, compute
 from tests.conftest import DEMO_SLICES
 
 SIZE = 64

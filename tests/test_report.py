@@ -18,11 +18,11 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from torch import nn
 
-from models.evaluation import EvalConfig, EvaluationAborted, RealImages, evaluate
-from models.quality import EvalInputs, compute
-from models.report_html import render
-from models.settings import Settings
-from models.store import Store
+from models.platform.settings import Settings
+from models.platform.store import Store
+from models.quality.evaluation import EvalConfig, EvaluationAborted, RealImages, evaluate
+from models.quality.metrics import EvalInputs, compute
+from models.report.page import render
 from tests.conftest import DEMO_SLICES, blobs, publish_tiny_model, put_dataset, worker_env
 
 FAST = EvalConfig(synthetic_count=40, metrics=("intensity_w1", "memorization", "diversity_msssim", "fid", "kid"))
@@ -177,9 +177,9 @@ def test_dataset_without_heldout_split_reports_why(store: Store, tmp_path: Path)
 
 def test_canceled_or_failed_evaluation(store: Store, tmp_path: Path) -> None:
     """Cancel during evaluation: no version. A crashing evaluation: the model is kept, without a report."""
-    from models.publish import publish
-    from models.schemas import TrainSpec
-    from models.training import train
+    from models.gan.publish import publish
+    from models.gan.training import train
+    from models.platform.schemas import TrainSpec
 
     ds = put_dataset(store, blobs(16))
     spec = TrainSpec(dataset=ds.id, image_size=32, width=8, latent_dim=16, batch_size=8, epochs=1)
@@ -261,7 +261,7 @@ def fake_generator(folder: Path, table: np.ndarray) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from models.schemas import ModelManifest
+    from models.platform.schemas import ModelManifest
 
     k, size = len(table), table.shape[-1]
     rows = (table.astype(np.float32) / 127.5 - 1.0)[:, None]  # exactly back to the same uint8 in to_uint8
@@ -289,7 +289,7 @@ def fake_generator(folder: Path, table: np.ndarray) -> Path:
 
 def test_generators_that_copy_or_collapse_are_caught_end_to_end(demo: np.ndarray, tmp_path: Path) -> None:
     """Through ONNX Runtime, the report and its page: verbatim copies of training slices, and one repeated slice."""
-    from models.evaluation import at_model_size
+    from models.quality.evaluation import at_model_size
 
     train, held = demo[0::2], demo[1::2]
     train64 = at_model_size(train, 64)

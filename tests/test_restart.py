@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from redis import Redis
 from rq.registry import StartedJobRegistry
 
-from models.training import CHECKPOINT
+from models.gan.training import CHECKPOINT
 from service.main import create_app
 from tests.conftest import RedisServer, blobs, own_settings, put_dataset, spawn_worker, wait_for
 from tests.test_jobs import TINY, finish, kill_worker

@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from models.export import check_parity, export_generator, ort_session
-from models.schemas import TrainSpec
-from models.training import CHECKPOINT, TrainingAborted, select_device, train
+from models.gan.export import check_parity, export_generator, ort_session
+from models.gan.training import CHECKPOINT, TrainingAborted, select_device, train
+from models.platform.schemas import TrainSpec
 from tests.conftest import blobs
 
 SPEC = TrainSpec(dataset="x", image_size=32, width=8, latent_dim=16, epochs=3, batch_size=8, seed=3)
@@ -84,7 +84,7 @@ def test_onnx_export_matches_pytorch(tmp_path: Path) -> None:
 
 
 def test_diff_augment_is_differentiable_and_reproducible() -> None:
-    from models.augment import diff_augment
+    from models.gan.augment import diff_augment
 
     x = (torch.rand(6, 1, 32, 32) * 2 - 1).requires_grad_(True)
     a = diff_augment(x, torch.Generator().manual_seed(5))

@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from pydicom.data import get_testdata_file
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from models.settings import Settings
+from models.platform.settings import Settings
 from service.main import create_app
 from tests.dicom_files import mr_frames, mr_small, packbits_segment, rle_bomb, rle_file, to_bytes
 from tests.test_datasets import zip_bytes

@@ -10,9 +10,9 @@ import subprocess
 import httpx
 from fastapi.testclient import TestClient
 
-from models.redisconn import free_port
-from models.settings import Settings
-from models.store import Store
+from models.platform.redisconn import free_port
+from models.platform.settings import Settings
+from models.platform.store import Store
 from tests.conftest import blobs, put_dataset, spawn_worker, wait_for
 from tests.test_jobs import TINY, kill_worker
 

@@ -15,10 +15,10 @@ from redis.exceptions import RedisError
 from rq import get_current_job
 from rq.job import Job
 
-from models.redisconn import fail_fast
-from models.schemas import CANCEL_KEY_FMT, JobProgress, TrainSpec
-from models.settings import get_settings
-from models.store import Store
+from models.platform.redisconn import fail_fast
+from models.platform.schemas import CANCEL_KEY_FMT, JobProgress, TrainSpec
+from models.platform.settings import get_settings
+from models.platform.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +98,12 @@ class JobReporter:
 
 def train(spec: dict[str, Any]) -> dict[str, Any]:
     """Train a GAN for ``spec``, export and publish it as a model version. Resumes from a checkpoint."""
-    from models.evaluation import EvalConfig, RealImages
-    from models.evaluation import evaluate as run_evaluation
-    from models.publish import publish
-    from models.sampling import choose_providers
-    from models.training import TrainingAborted, select_device
-    from models.training import train as run_training
+    from models.gan.publish import publish
+    from models.gan.training import TrainingAborted, select_device
+    from models.gan.training import train as run_training
+    from models.platform.sampling import choose_providers
+    from models.quality.evaluation import EvalConfig, RealImages
+    from models.quality.evaluation import evaluate as run_evaluation
 
     job = get_current_job()
     if job is None:

@@ -5,7 +5,7 @@ CUDA is never initialised in a process that later forks. It serves its own ``/me
 ``/healthz`` (``worker.metrics``) on ``DRAWAI_WORKER_METRICS_PORT``.
 
 Redis outages: the worker's connection waits out an outage of up to ``DRAWAI_REDIS_OUTAGE_GRACE_S``
-in every command (``models.redisconn.OutageRetry``), so no loop of RQ (dequeue, heartbeats,
+in every command (``models.platform.redisconn.OutageRetry``), so no loop of RQ (dequeue, heartbeats,
 maintenance, a job's finish) sees it; the work horse trains on meanwhile. Past the grace the
 worker stops its horse and exits with ``EXIT_REDIS_OUTAGE``; the job, whose heartbeat has lapsed,
 is retried by the next worker from its last checkpoint.
@@ -24,9 +24,9 @@ from rq import Queue, Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from models.redisconn import OutageRetry, RedisOutageExceeded, connect, fail_fast, outage_retry
-from models.settings import Settings
-from models.store import Store
+from models.platform.redisconn import OutageRetry, RedisOutageExceeded, connect, fail_fast, outage_retry
+from models.platform.settings import Settings
+from models.platform.store import Store
 from worker.metrics import WorkerMetrics, serve
 
 log = logging.getLogger(__name__)

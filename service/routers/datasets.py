@@ -6,7 +6,7 @@ file=@scan.nii.gz -F name=mine``) or as the raw body (``application/zip``, ``app
 ``application/x-tar``, ``application/dicom``, ``application/octet-stream``..., with optional
 ``?name=`` and ``?filename=``); its kind is told by magic bytes, then by the file name.
 ``service.uploads`` streams it to a temp file under the store's ``tmp/``; ingestion
-(``models.datasets.ingest``) then runs in a worker thread, off the event loop.
+(``models.data.ingest.ingest``) then runs in a worker thread, off the event loop.
 
 An import reads a folder, archive or volume already on the server, under ``DRAWAI_IMPORT_DIR``
 (403 when that is unset or the path resolves outside it, through ``..`` or symlinks; 404 when
@@ -26,10 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from models.curation import preview_png
-from models.datasets import UploadRefused, ingest
-from models.schemas import DatasetInfo
-from models.store import NotFoundError
+from models.data.curation import preview_png
+from models.data.ingest import UploadRefused, ingest
+from models.platform.schemas import DatasetInfo
+from models.platform.store import NotFoundError
 from service.auth import KeyCheckedRoute, require_key
 from service.deps import QueueDep, SettingsDep, StoreDep
 from service.errors import KEYED, responses

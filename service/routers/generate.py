@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 
-from models.sampling import latents
+from models.platform.sampling import latents
 from service import encoders
 from service.auth import require_generate_key
 from service.deps import BatcherDep, MetricsDep, ModelsDep, SettingsDep

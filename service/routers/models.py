@@ -11,9 +11,9 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import BaseModel, ConfigDict
 
-from models.report_html import render
-from models.schemas import ModelManifest
-from models.store import REPORT_JSON, CorruptError, NotFoundError, Store
+from models.platform.schemas import ModelManifest
+from models.platform.store import REPORT_JSON, CorruptError, NotFoundError, Store
+from models.report.page import render
 from service.auth import require_key
 from service.deps import ModelsDep, StoreDep
 from service.errors import KEYED, responses

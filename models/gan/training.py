@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.augment import diff_augment
-from models.networks import build
-from models.plots import grid
-from models.schemas import TrainSpec
+from models.gan.augment import diff_augment
+from models.gan.networks import build
+from models.platform.grids import grid
+from models.platform.schemas import TrainSpec
 
 log = logging.getLogger(__name__)
 

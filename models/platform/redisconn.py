@@ -29,7 +29,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from models.settings import Settings
+from models.platform.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from models.schemas import DatasetInfo, ModelManifest
+from models.platform.schemas import DatasetInfo, ModelManifest
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _VERSION = re.compile(r"^v(\d+)$")
 
 DatasetSplit = Literal["train", "heldout", "all"]
-REPORT_JSON = "report.json"  # a version's quality report (models.evaluation)
+REPORT_JSON = "report.json"  # a version's quality report (models.quality.evaluation)
 REPORT_PLOTS = "plots"  # ... and the folder of its plots, beside it
 
 

@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-from models.schemas import TrainSpec
+from models.platform.schemas import TrainSpec
 
 LEAK = 0.2  # LeakyReLU slope of the report's Keras code and of Radford et al.
 

@@ -36,8 +36,8 @@ from typing import IO
 
 import numpy as np
 
-from models.images import UploadRefused
-from models.settings import Settings
+from models.data.decode_image import UploadRefused
+from models.platform.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ class Budget:
     """The unpacked bytes of one upload (``max_unpacked_bytes``), shared by everything that unpacks.
 
     Archive members as decompressed, gunzipped NIfTI volumes and decoded DICOM frames all take from
-    the one budget (``models.sources.iter_slices`` makes it), so no mix of them passes the limit.
+    the one budget (``models.data.sources.iter_slices`` makes it), so no mix of them passes the limit.
     """
 
     def __init__(self, limit: int) -> None:

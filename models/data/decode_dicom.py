@@ -7,9 +7,9 @@ and spools every frame as float32 to a file in the staging folder, with only the
 later: series (SeriesInstanceUID, held in memory only), position along the slice normal
 (ImagePositionPatient, ImageOrientationPatient), InstanceNumber, window, MONOCHROME1, pixel spacing.
 
-Before any frame is decoded, ``models.dicom_budget`` checks the header against the upload's limits
+Before any frame is decoded, ``models.data.dicom_budget`` checks the header against the upload's limits
 (``max_dicom_frames``; decoded bytes in the upload's ``max_unpacked_bytes``; a frame count the
-data cannot hold: 422), and RLE frames are decoded by ``models.dicom_rle``, which never lets a
+data cannot hold: 422), and RLE frames are decoded by ``models.data.dicom_rle``, which never lets a
 segment grow past its frame.
 
 ``DicomSeries.slices`` then yields each series' frames ordered by position (then instance number,
@@ -36,11 +36,11 @@ from typing import Any
 
 import numpy as np
 
-from models import dicom_rle
-from models.archives import Budget, Member, Slice
-from models.dicom_budget import FrameBudget, charge_inflated, geometry
-from models.images import PixelBombError, SkipImage, square_slice
-from models.settings import Settings
+from models.data import dicom_rle
+from models.data.decode_image import PixelBombError, SkipImage, square_slice
+from models.data.dicom_budget import FrameBudget, charge_inflated, geometry
+from models.data.members import Budget, Member, Slice
+from models.platform.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class DicomSeries:
     """Collects DICOM frames (spooled to ``spool``) and yields them as slices, series by series.
 
     ``budget`` is the upload's unpacked-bytes budget, which decoded frames take from too
-    (``models.dicom_budget``); default: one of ``max_unpacked_bytes`` for these files alone.
+    (``models.data.dicom_budget``); default: one of ``max_unpacked_bytes`` for these files alone.
     """
 
     def __init__(self, spool: Path, settings: Settings, budget: Budget | None = None) -> None:

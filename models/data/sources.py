@@ -6,9 +6,10 @@ or 540, also gzipped); a DICOM file (``DICM`` at offset 128); else an image. Mag
 first, the file name (an upload's multipart filename or ``?filename=``) second, so a file
 called ``upload.bin`` or a DICOM file without a suffix is still read right.
 
-``iter_slices`` reads the members of the source one at a time (``models.archives``: zip;
-``models.containers``: tar and folders; a single file is one member), sends each to its decoder
-(``models.images``, ``models.volumes``, ``models.dicom``) and yields ``Slice`` rows; DICOM frames
+``iter_slices`` reads the members of the source one at a time (``models.data.members``: zip;
+``models.data.tar_and_folders``: tar and folders; a single file is one member), sends each to its
+decoder (``models.data.decode_image``, ``models.data.decode_nifti``, ``models.data.decode_dicom``)
+and yields ``Slice`` rows; DICOM frames
 come last, series by series, once every file of a series has been seen. What cannot be used is
 appended to ``skipped`` with its path and the reason; what refuses the whole upload raises
 ``UploadRefused``. Torch-free.
@@ -23,7 +24,10 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from models.archives import (
+from models.data.decode_dicom import DicomSeries
+from models.data.decode_image import SkipImage, UploadRefused, decode_image_with_size
+from models.data.decode_nifti import nifti_slices
+from models.data.members import (
     HEAD_BYTES,
     ArchiveRefused,
     Budget,
@@ -34,11 +38,8 @@ from models.archives import (
     member_cap,
     sniff,
 )
-from models.containers import TAR_SUFFIXES, iter_folder, iter_tar
-from models.dicom import DicomSeries
-from models.images import SkipImage, UploadRefused, decode_image_with_size
-from models.settings import Settings
-from models.volumes import nifti_slices
+from models.data.tar_and_folders import TAR_SUFFIXES, iter_folder, iter_tar
+from models.platform.settings import Settings
 
 SOURCE_KINDS = ("folder", "zip", "tar", "nifti", "dicom", "image")
 _PEEK = 512  # decompressed bytes looked at to tell a .tar.gz from a .nii.gz

@@ -13,7 +13,7 @@ from typing import Any
 
 from jinja2 import Environment, select_autoescape
 
-from models.report_summary import ordered, summarize
+from models.report.summary import ordered, summarize
 
 # Labels of the plots, in the order they appear on the page.
 PLOT_TITLES = {

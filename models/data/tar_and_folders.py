@@ -1,4 +1,4 @@
-"""Reading ``.tar`` archives (plain, gzip, bzip2, xz) and server-side folders with the rules of ``models.archives``.
+"""Reading ``.tar`` archives (plain, gzip, bzip2, xz) and server-side folders with the rules of ``models.data.members``.
 
 **Tar**: the archive is read forward only, as a stream, twice: the first pass lists and checks
 every member (names, links, special files, counts, declared sizes; unknown suffixes sniffed) before
@@ -29,7 +29,7 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import IO, BinaryIO
 
-from models.archives import (
+from models.data.members import (
     HEAD_BYTES,
     SYSTEM_FILES,
     ArchiveRefused,
@@ -40,7 +40,7 @@ from models.archives import (
     read_capped,
     safe_name,
 )
-from models.settings import Settings
+from models.platform.settings import Settings
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz")
 _MAX_READ = 4 << 20  # the largest single read tarfile may make: our own reads are 1 MiB chunks

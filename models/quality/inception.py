@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.quality import EvalInputs, MetricSkipped, Values
+from models.quality.registry import EvalInputs, MetricSkipped, Values
 
 log = logging.getLogger(__name__)
 

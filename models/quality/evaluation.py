@@ -3,7 +3,7 @@
 ``evaluate(model_dir, out_dir, ...)`` reads the version's ``model.json`` and ``generator.onnx``,
 draws ``synthetic_count`` images through ONNX Runtime exactly as ``POST /generate?seed=i`` would
 (image ``i`` uses seed ``seed + i``), brings the real images to the model's size the way training
-did, runs the metrics of ``models.quality`` and writes into ``out_dir``::
+did, runs the metrics of ``models.quality.metrics`` and writes into ``out_dir``::
 
     report.json                       metrics with their references, data sizes, headline summary
     plots/loss_curves.png             D and G loss per step
@@ -13,7 +13,7 @@ did, runs the metrics of ``models.quality`` and writes into ``out_dir``::
     plots/samples_synthetic.png, plots/samples_real.png
 
 The worker runs it on a staged version before publishing (the held-out split of the dataset is
-the real side); ``drawai evaluate`` runs it on any folder of real images. ``models.report_html``
+the real side); ``drawai evaluate`` runs it on any folder of real images. ``models.report.page``
 turns the result into the page a person reads.
 """
 
@@ -31,14 +31,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from models import report_plots
-from models.plots import grid, to_uint8
-from models.quality import MEANINGS, METRICS, EvalInputs, compute, nearest_training
-from models.report_summary import summarize
-from models.sampling import open_session, synthesize
-from models.schemas import ModelManifest
-from models.store import REPORT_JSON, REPORT_PLOTS, atomic_write_json
-from models.training import TrainingAborted, prepare_images
+from models.gan.training import TrainingAborted, prepare_images
+from models.platform.grids import grid, to_uint8
+from models.platform.sampling import open_session, synthesize
+from models.platform.schemas import ModelManifest
+from models.platform.store import REPORT_JSON, REPORT_PLOTS, atomic_write_json
+from models.quality import plots as report_plots
+from models.quality.metrics import MEANINGS, METRICS, EvalInputs, compute, nearest_training
+from models.report.summary import summarize
 
 log = logging.getLogger(__name__)
 

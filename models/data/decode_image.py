@@ -12,8 +12,8 @@
    images), min-max normalized to 0..255 and padded, centred, with black to ``S x S``: never
    stretched.
 
-``square_slice`` does step 4 for a 2-D array (NIfTI slices, DICOM frames: ``models.volumes``,
-``models.dicom``), optionally with a fixed intensity range and non-square pixels.
+``square_slice`` does step 4 for a 2-D array (NIfTI slices, DICOM frames: ``models.data.decode_nifti``,
+``models.data.decode_dicom``), optionally with a fixed intensity range and non-square pixels.
 
 Problems with one file raise ``SkipImage(reason)``: the file is skipped and reported, the rest
 of the upload goes on. Torch-free.
@@ -27,7 +27,7 @@ import logging
 import numpy as np
 from PIL import Image, ImageOps
 
-from models.settings import Settings
+from models.platform.settings import Settings
 
 log = logging.getLogger(__name__)
 

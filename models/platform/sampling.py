@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from models.plots import to_uint8
+from models.platform.grids import to_uint8
 
 log = logging.getLogger(__name__)
 

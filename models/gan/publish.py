@@ -10,15 +10,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from models.export import OPSET, check_parity, export_generator, sha256_file
-from models.schemas import DatasetInfo, ModelManifest, TrainSpec
-from models.store import REPORT_JSON, REPORT_PLOTS, Store, atomic_write_json
-from models.training import TrainingAborted, TrainResult
+from models.gan.export import OPSET, check_parity, export_generator, sha256_file
+from models.gan.training import TrainingAborted, TrainResult
+from models.platform.schemas import DatasetInfo, ModelManifest, TrainSpec
+from models.platform.store import REPORT_JSON, REPORT_PLOTS, Store, atomic_write_json
 
 log = logging.getLogger(__name__)
 
 # Evaluates a staged version folder (model.json and generator.onnx written) into that folder;
-# returns the report (``models.evaluation.evaluate``).
+# returns the report (``models.quality.evaluation.evaluate``).
 Evaluator = Callable[[Path], dict[str, Any]]
 
 

@@ -3,7 +3,7 @@
 ``nifti_slices`` turns the bytes of one NIfTI-1 or NIfTI-2 file into ``Slice`` rows:
 
 1. gzip is undone first, its output taken from the upload's unpacked-bytes budget
-   (``models.archives.Budget``, ``max_unpacked_bytes`` shared with the archive's members and
+   (``models.data.members.Budget``, ``max_unpacked_bytes`` shared with the archive's members and
    DICOM frames: a gzip bomb refuses the upload, 413);
 2. the header is checked before any voxel is read: a float32 copy of the volume over
    ``max_unpacked_bytes`` refuses the upload (413), and a file holding fewer bytes than its
@@ -20,7 +20,7 @@
    where the body (scaled value above ``BODY_THRESHOLD``) fills at least ``nifti_min_body_fraction``;
 7. each slice is turned for display exactly as the bundled demo slices were
    (``scripts/make_demo_data.py``): radiological, nose up in axial slices, the patient's right on
-   the image's left, head up in coronal and sagittal ones; then ``models.images.square_slice``
+   the image's left, head up in coronal and sagittal ones; then ``models.data.decode_image.square_slice``
    pads it to square and resizes it, with the voxel sizes as pixel aspect (never stretched).
 
 Header fields that may carry text (``descrip``, ``aux_file``, ``intent_name``) are never read
@@ -39,9 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from models.archives import Budget, Slice
-from models.images import SkipImage, UploadRefused, square_slice
-from models.settings import Settings
+from models.data.decode_image import SkipImage, UploadRefused, square_slice
+from models.data.members import Budget, Slice
+from models.platform.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """Turning an upload or an imported file or folder into a stored dataset, in bounded memory.
 
-``ingest`` takes any source that ``models.sources`` reads (a folder, a zip, a tar, a NIfTI volume,
-a DICOM file, an image), streams its slices one at a time (``models.sources.iter_slices``: images
-through ``models.images``, volumes through ``models.volumes``, DICOM through ``models.dicom``)
-into a ``models.curation.RowWriter``, which appends each stored slice
+``ingest`` takes any source that ``models.data.sources`` reads (a folder, a zip, a tar, a NIfTI
+volume, a DICOM file, an image), streams its slices one at a time (``models.data.sources.iter_slices``:
+images through ``models.data.decode_image``, volumes through ``models.data.decode_nifti``, DICOM
+through ``models.data.decode_dicom``) into a ``models.data.curation.RowWriter``, which appends each stored slice
 as one raw row to a file inside a staging folder of the store and drops exact duplicates (reported
 as skipped). ``RowWriter.finish`` then builds ``images.npy`` (uint8 ``[N, S, S]``), ``labels.npy``
 (int64 ``[N]``, class ids in sorted class-name order) and the held-out ``split.npy`` chunk by chunk,
@@ -21,13 +21,13 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
-from models.archives import ArchiveRefused
-from models.curation import RowWriter
-from models.images import UploadRefused
-from models.schemas import DatasetInfo
-from models.settings import Settings
-from models.sources import iter_slices
-from models.store import Store
+from models.data.curation import RowWriter
+from models.data.decode_image import UploadRefused
+from models.data.members import ArchiveRefused
+from models.data.sources import iter_slices
+from models.platform.schemas import DatasetInfo
+from models.platform.settings import Settings
+from models.platform.store import Store
 
 __all__ = ["ArchiveRefused", "UploadRefused", "ingest", "ingest_zip"]
 

@@ -27,9 +27,9 @@ from types import TracebackType
 
 import numpy as np
 
-from models.plots import class_sheet, png_bytes
-from models.schemas import DatasetStats, SizeBucket, SizeSummary, SplitInfo
-from models.store import Store
+from models.platform.grids import class_sheet, png_bytes
+from models.platform.schemas import DatasetStats, SizeBucket, SizeSummary, SplitInfo
+from models.platform.store import Store
 
 _ROWS_PER_CHUNK = 256
 _INTENSITY_BIN_WIDTH = 8  # 32 bins over 0..255

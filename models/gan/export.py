@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.store import sha256_file
+from models.platform.store import sha256_file
 
 __all__ = ["OPSET", "ParityError", "check_parity", "export_generator", "ort_session", "sha256_file"]
 

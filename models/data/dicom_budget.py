@@ -8,7 +8,7 @@ known to be readable and before ``pydicom`` decodes anything, and refuses the wh
 - 413 past ``max_dicom_frames`` frames in the upload (all files together);
 - 413 when the decoded frames (Rows x Columns x SamplesPerPixel x BitsAllocated / 8 x
   NumberOfFrames) take the upload past ``max_unpacked_bytes``, counted in the one
-  ``models.archives.Budget`` that the archive's own unpacked bytes come from. Only frames that
+  ``models.data.members.Budget`` that the archive's own unpacked bytes come from. Only frames that
   decoding creates count: compressed (encapsulated) pixel data. Uncompressed frames are the
   file's own bytes, already counted when the file was read (or inflated, see below);
 - 422 when the header declares more frames than the pixel data holds (a lie: pydicom would
@@ -28,9 +28,9 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from models.archives import ArchiveRefused, Budget
-from models.images import UploadRefused
-from models.settings import Settings
+from models.data.decode_image import UploadRefused
+from models.data.members import ArchiveRefused, Budget
+from models.platform.settings import Settings
 
 _FRAGMENT = 0xFFFEE000  # (FFFE,E000): an item of encapsulated pixel data
 _DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
