@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from models.platform.errors import NotFoundError
 from models.platform.settings import Settings
-from models.platform.store import NotFoundError, Store
+from models.platform.store import Store
 
 
 class EvaluateError(Exception):
@@ -29,8 +30,8 @@ def read_real(path: Path, settings: Settings, max_images: int, seed: int) -> tup
 
     Returns (images, slices read, files skipped).
     """
-    from models.data.decode_image import UploadRefused
     from models.data.sources import iter_slices
+    from models.platform.errors import Refused
 
     rng = np.random.default_rng(seed)
     kept: list[np.ndarray] = []
@@ -44,7 +45,7 @@ def read_real(path: Path, settings: Settings, max_images: int, seed: int) -> tup
                     kept.append(item.pixels)
                 elif (j := int(rng.integers(seen))) < max_images:
                     kept[j] = item.pixels
-    except UploadRefused as exc:
+    except Refused as exc:
         raise EvaluateError(f"{path}: {exc.detail}") from None
     if len(kept) < 2:
         raise EvaluateError(f"{path}: {len(kept)} usable real image(s) ({len(skipped)} files skipped); at least 2")

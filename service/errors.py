@@ -8,8 +8,9 @@ shape, and the OpenAPI's 422s say so (FastAPI's default ``HTTPValidationError`` 
 replaced).
 
 Routers declare what they can answer with ``responses(401, 403, 404, ...)`` (or ``KEYED`` for the two
-key statuses); ``install(app)`` registers the handlers that map the platform's errors (``NotFoundError``
-404, ``CorruptError`` 409, ``UploadRefused`` its status, ``RedisError`` 503) and post-processes the
+key statuses); ``install(app)`` registers the handlers that map the domain errors of
+``models.platform.errors`` (``STATUSES``: ``NotFoundError`` 404, ``ConflictError`` and ``CorruptError`` 409,
+``Refused`` 422, ``TooLarge`` 413; the only place they meet HTTP), ``RedisError`` 503, and post-processes the
 OpenAPI: a 422 that FastAPI adds to a route which did not declare one (a route whose only parameters are
 free strings, which cannot fail validation) is dropped, so the document lists what really happens.
 """
@@ -26,8 +27,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
-from models.data.decode_image import UploadRefused
-from models.platform.store import CorruptError, NotFoundError
+from models.platform.errors import ConflictError, DrawaiError, NotFoundError, Refused, TooLarge
 from service.batching import Overloaded
 
 log = logging.getLogger(__name__)
@@ -87,18 +87,21 @@ def responses(*codes: int, descriptions: dict[int, str] | None = None) -> dict[i
     return out
 
 
-async def _not_found(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse(status_code=404, content={"detail": f"not found: {exc.args[0] if exc.args else ''}"})
+STATUSES: dict[type[DrawaiError], int] = {NotFoundError: 404, ConflictError: 409, Refused: 422, TooLarge: 413}
 
 
-async def _corrupt(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse(status_code=409, content={"detail": str(exc)})
+def status_of(exc: DrawaiError) -> int:
+    """The HTTP status of a domain error: that of its most specific class in ``STATUSES``."""
+    return next(STATUSES[cls] for cls in type(exc).__mro__ if cls in STATUSES)
 
 
-async def _refused(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, UploadRefused)
-    log.info("refused status=%d path=%s detail=%s", exc.status_code, request.url.path, exc.detail)
-    return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail})
+async def _domain(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DrawaiError)
+    status = status_of(exc)
+    detail = f"not found: {exc.detail}" if isinstance(exc, NotFoundError) else exc.detail
+    if isinstance(exc, Refused):
+        log.info("refused status=%d path=%s detail=%s", status, request.url.path, detail)
+    return JSONResponse(status_code=status, content={"detail": detail})
 
 
 async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
@@ -119,9 +122,7 @@ async def _invalid(request: Request, exc: Exception) -> JSONResponse:
 
 
 HANDLERS = {
-    NotFoundError: _not_found,
-    CorruptError: _corrupt,
-    UploadRefused: _refused,
+    DrawaiError: _domain,
     RedisError: _redis_down,
     Overloaded: _overloaded,
     RequestValidationError: _invalid,

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from models.platform.errors import NotFoundError
 from models.platform.sampling import CPU, CUDA, choose_providers
 from models.platform.schemas import ModelManifest
-from models.platform.store import NotFoundError, Store, sha256_file
+from models.platform.store import Store, sha256_file
 
 __all__ = ["CPU", "CUDA", "LoadedModel", "ModelHolder", "ModelLoadError", "choose_providers", "load_model"]
 

@@ -12,9 +12,9 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
 
+from models.platform.errors import NotFoundError
 from models.platform.schemas import CANCEL_KEY_FMT, JOBS_INDEX_KEY, TRAIN_FUNC, JobProgress, JobStatus, TrainSpec
 from models.platform.settings import Settings
-from models.platform.store import NotFoundError
 
 # RQ's states folded into the API's five (every RQ state is here: the API never shows a sixth).
 _STATUS: dict[RQStatus, JobStatus] = {

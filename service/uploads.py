@@ -9,12 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
-from fastapi import Request
+from fastapi import HTTPException, Request
 from python_multipart import MultipartParser
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
-
-from models.data.ingest import UploadRefused
 
 # Raw body types, with the file name that tells their kind when the bytes do not (see models.data.sources).
 CONTENT_TYPE_NAMES: dict[str, str | None] = {
@@ -100,7 +98,7 @@ class _Form:
         field = params.get(b"name", b"").decode("utf-8", "replace")
         if field == FILE_FIELD:
             if self._file_seen:
-                raise UploadRefused(422, f"more than one {FILE_FIELD!r} part in the form")
+                raise HTTPException(422, f"more than one {FILE_FIELD!r} part in the form")
             self._file_seen = True
             self.filename = params.get(b"filename", b"").decode("utf-8", "replace") or None
             self._target = FILE_FIELD
@@ -113,29 +111,29 @@ class _Form:
         elif self._target is not None:
             self._value.extend(data[start:end])
             if len(self._value) > _MAX_FIELD_BYTES:
-                raise UploadRefused(422, f"form field {self._target!r} is too long")
+                raise HTTPException(422, f"form field {self._target!r} is too long")
 
     def _part_end(self) -> None:
         if self._target not in (None, FILE_FIELD):
             try:
                 self.fields[self._target] = self._value.decode("utf-8")
             except UnicodeDecodeError:
-                raise UploadRefused(422, f"form field {self._target!r} is not UTF-8") from None
+                raise HTTPException(422, f"form field {self._target!r} is not UTF-8") from None
 
     def _end(self) -> None:
         self.ended = True
 
     def check_complete(self) -> None:
         if not self.ended:
-            raise UploadRefused(400, "incomplete multipart body")
+            raise HTTPException(400, "incomplete multipart body")
         if not self._file_seen:
-            raise UploadRefused(422, f"missing form field {FILE_FIELD!r} (the file to upload)")
+            raise HTTPException(422, f"missing form field {FILE_FIELD!r} (the file to upload)")
 
 
 async def receive_upload(request: Request, dest: Path, limit: int) -> _Form | None:
     """Stream the body's file into ``dest``; the parsed form for multipart bodies, else None.
 
-    Raises ``UploadRefused``: 413 past ``limit`` bytes, 415 for other content types, 400 for
+    Raises ``HTTPException``: 413 past ``limit`` bytes, 415 for other content types, 400 for
     malformed bodies.
     """
     mime, params = parse_options_header(request.headers.get("content-type"))
@@ -143,10 +141,10 @@ async def receive_upload(request: Request, dest: Path, limit: int) -> _Form | No
     form: _Form | None = None
     if content_type == "multipart/form-data":
         if not params.get(b"boundary"):
-            raise UploadRefused(400, "multipart body without a boundary")
+            raise HTTPException(400, "multipart body without a boundary")
         form = _Form(params[b"boundary"])
     elif content_type and content_type not in RAW_TYPES:
-        raise UploadRefused(
+        raise HTTPException(
             415,
             f"unsupported content type {content_type!r}: send a multipart form, or the file itself as "
             "application/zip, application/gzip, application/x-tar, application/dicom or application/octet-stream",
@@ -156,14 +154,14 @@ async def receive_upload(request: Request, dest: Path, limit: int) -> _Form | No
         async for chunk in request.stream():
             received += len(chunk)
             if received > limit:
-                raise UploadRefused(413, f"upload is larger than the limit of {limit} bytes")
+                raise HTTPException(413, f"upload is larger than the limit of {limit} bytes")
             if form is None:
                 await out.write(chunk)
                 continue
             try:
                 form.parser.write(chunk)
             except MultipartParseError as exc:
-                raise UploadRefused(400, f"malformed multipart body: {exc}") from None
+                raise HTTPException(400, f"malformed multipart body: {exc}") from None
             if form.pending:
                 await out.write(b"".join(form.pending))
                 form.pending.clear()
@@ -183,9 +181,9 @@ def check_declared_length(request: Request, limit: int) -> None:
     try:
         length = int(request.headers.get("content-length", "0"))
     except ValueError:
-        raise UploadRefused(400, "invalid Content-Length header") from None
+        raise HTTPException(400, "invalid Content-Length header") from None
     if length > limit:
-        raise UploadRefused(413, f"upload of {length} bytes is larger than the limit of {limit} bytes")
+        raise HTTPException(413, f"upload of {length} bytes is larger than the limit of {limit} bytes")
 
 
 def dataset_name(given: str | None, filename: str | None) -> str:
@@ -195,5 +193,5 @@ def dataset_name(given: str | None, filename: str | None) -> str:
         given = stem[:MAX_NAME] or "dataset"
     name = given.strip()
     if not name or len(name) > MAX_NAME or not name.isprintable():
-        raise UploadRefused(422, f"dataset name must be 1 to {MAX_NAME} printable characters")
+        raise HTTPException(422, f"dataset name must be 1 to {MAX_NAME} printable characters")
     return name

@@ -149,3 +149,23 @@ def test_upload_refusals_are_declared(client: TestClient, settings: Settings) ->
         r = client.post("/datasets", content=body, headers=headers)
         assert r.status_code == status, (headers, r.status_code, r.text)
         assert str(status) in declared and isinstance(r.json()["detail"], str)
+
+
+def test_each_domain_error_has_one_http_status() -> None:
+    """The domain errors of ``models.platform.errors`` meet HTTP only in ``service.errors``: one status per kind,
+    a subclass taking its closest mapped ancestor's."""
+    from models.data.decode_image import PixelBombError
+    from models.platform.errors import ConflictError, CorruptError, NotFoundError, Refused, TooLarge
+    from service.errors import status_of
+
+    cases = {
+        NotFoundError("d1"): 404,
+        ConflictError("in use"): 409,
+        CorruptError("model.json is damaged"): 409,
+        Refused("no usable images"): 422,
+        TooLarge("over the limit"): 413,
+        PixelBombError("image of 1e9 pixels"): 413,
+    }
+    for error, status in cases.items():
+        assert status_of(error) == status, type(error).__name__
+        assert error.detail and str(error) == error.detail  # the client's sentence, unquoted (KeyError would quote)

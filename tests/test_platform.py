@@ -9,8 +9,9 @@ import pytest
 from redis import Redis
 
 import models.platform.redisconn as redisconn
+from models.platform.errors import NotFoundError
 from models.platform.settings import Settings
-from models.platform.store import NotFoundError, Store, atomic_write_bytes
+from models.platform.store import Store, atomic_write_bytes
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -9,7 +9,7 @@ later: series (SeriesInstanceUID, held in memory only), position along the slice
 
 Before any frame is decoded, ``models.data.dicom_budget`` checks the header against the upload's limits
 (``max_dicom_frames``; decoded bytes in the upload's ``max_unpacked_bytes``; a frame count the
-data cannot hold: 422), and RLE frames are decoded by ``models.data.dicom_rle``, which never lets a
+data cannot hold: ``Refused``), and RLE frames are decoded by ``models.data.dicom_rle``, which never lets a
 segment grow past its frame.
 
 ``DicomSeries.slices`` then yields each series' frames ordered by position (then instance number,
@@ -177,7 +177,7 @@ class DicomSeries:
     def add(self, member: Member, skipped: list[dict[str, str]]) -> None:
         """Read one DICOM file's frames; a file that cannot be used is reported in ``skipped``.
 
-        Raises ``UploadRefused`` before decoding when the header declares a pixel bomb, more
+        Raises ``Refused`` before decoding when the header declares a pixel bomb, more
         frames or decoded bytes than the upload may have, or more frames than the data holds.
         """
         from pydicom.uid import UID

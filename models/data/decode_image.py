@@ -4,7 +4,7 @@
 ``uint8 [S, S]`` array, ``S = settings.storage_size``:
 
 1. the header is read and the pixel count checked *before* anything is decoded: a file that
-   declares more than ``max_image_pixels`` pixels (a pixel bomb) refuses the whole upload (413);
+   declares more than ``max_image_pixels`` pixels (a pixel bomb) refuses the whole upload (``TooLarge``);
 2. the image is fully decoded (``load()``), so truncated files are caught here and skipped;
 3. it is converted to one gray channel: RGB(A)/palette by ITU-R 601 luma (transparent parts
    composited onto black), 16- and 32-bit gray kept at full depth until normalization;
@@ -27,6 +27,7 @@ import logging
 import numpy as np
 from PIL import Image, ImageOps
 
+from models.platform.errors import TooLarge
 from models.platform.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,20 +38,8 @@ _DEEP_GRAY = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 _ALPHA = {"RGBA", "LA", "PA", "RGBa", "La"}
 
 
-class UploadRefused(Exception):
-    """The whole upload is refused: carries the HTTP status and a message for the client."""
-
-    def __init__(self, status_code: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status_code = status_code
-        self.detail = detail
-
-
-class PixelBombError(UploadRefused):
-    """An image declares more pixels than ``max_image_pixels`` (HTTP 413)."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(413, detail)
+class PixelBombError(TooLarge):
+    """An image declares more pixels than ``max_image_pixels``: the whole upload is refused."""
 
 
 class SkipImage(Exception):

@@ -4,9 +4,9 @@
 
 1. gzip is undone first, its output taken from the upload's unpacked-bytes budget
    (``models.data.members.Budget``, ``max_unpacked_bytes`` shared with the archive's members and
-   DICOM frames: a gzip bomb refuses the upload, 413);
+   DICOM frames: a gzip bomb refuses the upload, ``TooLarge``);
 2. the header is checked before any voxel is read: a float32 copy of the volume over
-   ``max_unpacked_bytes`` refuses the upload (413), and a file holding fewer bytes than its
+   ``max_unpacked_bytes`` refuses the upload (``TooLarge``), and a file holding fewer bytes than its
    dimensions x bytes per voxel declare is skipped (nibabel would allocate all the declared bytes
    before finding them missing);
 3. a 4-D volume gives frame ``nifti_frame``; nibabel applies the header's scaling (scl_slope);
@@ -39,8 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from models.data.decode_image import SkipImage, UploadRefused, square_slice
+from models.data.decode_image import SkipImage, square_slice
 from models.data.members import Budget, Slice
+from models.platform.errors import Refused, TooLarge
 from models.platform.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ _CHUNK = 1 << 20
 
 
 def gunzip_capped(data: bytes, budget: Budget) -> bytes:
-    """The gunzipped bytes, taken from ``budget`` as they come (refused past it: 413); skips corrupt data."""
+    """The gunzipped bytes, taken from ``budget`` as they come (refused past it: ``TooLarge``); skips corrupt data."""
     out = bytearray()
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(data), mode="rb") as f:
@@ -65,14 +66,14 @@ def gunzip_capped(data: bytes, budget: Budget) -> bytes:
 
 
 def _check_declared(img: Any, size: int, frame: int | None, settings: Settings) -> None:
-    """Refuse (413) or skip a volume from its header, before nibabel reads or allocates any voxel.
+    """Refuse (``TooLarge``) or skip a volume from its header, before nibabel reads or allocates any voxel.
 
     ``size`` is the bytes of the (gunzipped) file, ``frame`` the frame read of a 4-D volume.
     """
     voxels = math.prod(int(n) for n in img.shape[:3])  # Python ints: NIfTI-2 dimensions overflow int64
     limit = settings.max_unpacked_bytes
     if voxels * 4 > limit:  # its float32 copy is held to the unpacked-bytes limit
-        raise UploadRefused(413, f"a volume of {voxels} voxels is over the limit of {limit} bytes")
+        raise TooLarge(f"a volume of {voxels} voxels is over the limit of {limit} bytes")
     declared = voxels * img.header.get_data_dtype().itemsize * (1 if frame is None else frame + 1)
     if int(img.header.get_data_offset()) + declared > size:
         raise SkipImage("truncated NIfTI volume (its header declares more voxels than the file holds)")
@@ -116,7 +117,7 @@ def load_ras(
             volume = np.asarray(proxy, dtype=np.float32).reshape(shape[:3])
         zooms = [float(z) if z > 0 else 1.0 for z in (*img.header.get_zooms(), 1.0, 1.0, 1.0)[:3]]
         ornt = io_orientation(img.affine)
-    except (SkipImage, UploadRefused):
+    except (SkipImage, Refused):
         raise
     except Exception:  # nibabel raises many kinds on damaged headers and short data
         raise SkipImage("corrupt or truncated NIfTI volume") from None
@@ -162,7 +163,7 @@ def nifti_slices(
 ) -> Iterator[Slice]:
     """The kept slices of one NIfTI file, as stored slices in slice order (gunzipped bytes from ``budget``).
 
-    Raises ``SkipImage`` (the whole volume is skipped, with the reason) or ``UploadRefused`` (413).
+    Raises ``SkipImage`` (the whole volume is skipped, with the reason) or ``Refused`` (``TooLarge``).
     """
     volume, zooms = load_ras(data, settings, budget)
     del data

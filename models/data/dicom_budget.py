@@ -5,18 +5,18 @@ A small file can declare a lot: RLE turns 2 bytes into 128 (uniform frames of 40
 ``FrameBudget.admit`` is called for every DICOM file of an upload, after its transfer syntax is
 known to be readable and before ``pydicom`` decodes anything, and refuses the whole upload:
 
-- 413 past ``max_dicom_frames`` frames in the upload (all files together);
-- 413 when the decoded frames (Rows x Columns x SamplesPerPixel x BitsAllocated / 8 x
+- ``TooLarge`` past ``max_dicom_frames`` frames in the upload (all files together);
+- ``TooLarge`` when the decoded frames (Rows x Columns x SamplesPerPixel x BitsAllocated / 8 x
   NumberOfFrames) take the upload past ``max_unpacked_bytes``, counted in the one
   ``models.data.members.Budget`` that the archive's own unpacked bytes come from. Only frames that
   decoding creates count: compressed (encapsulated) pixel data. Uncompressed frames are the
   file's own bytes, already counted when the file was read (or inflated, see below);
-- 422 when the header declares more frames than the pixel data holds (a lie: pydicom would
+- ``Refused`` when the header declares more frames than the pixel data holds (a lie: pydicom would
   silently yield fewer), without reading or decoding the fragments.
 
 A file in Deflated Explicit VR Little Endian is inflated whole by ``pydicom.dcmread`` (about
 1000:1 for zeros): ``charge_inflated`` first counts, in bounded memory, the bytes it inflates to
-against the same budget (413 past it), so its pixel data count as unpacked bytes once, there.
+against the same budget (``TooLarge`` past it), so its pixel data count as unpacked bytes once, there.
 
 Messages quote no header value but image sizes and frame counts. Torch-free.
 """
@@ -28,8 +28,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from models.data.decode_image import UploadRefused
-from models.data.members import ArchiveRefused, Budget
+from models.data.members import Budget
+from models.platform.errors import Refused, TooLarge
 from models.platform.settings import Settings
 
 _FRAGMENT = 0xFFFEE000  # (FFFE,E000): an item of encapsulated pixel data
@@ -121,7 +121,7 @@ def _deflated_start(data: bytes) -> int | None:
 
 
 def charge_inflated(data: bytes, budget: Budget) -> None:
-    """Take the bytes a deflated DICOM file inflates to from ``budget`` (413 past it), before pydicom inflates it."""
+    """Take what a deflated DICOM file inflates to from ``budget`` (``TooLarge`` past it), before pydicom does."""
     start = _deflated_start(data)
     if start is None:
         return
@@ -151,8 +151,7 @@ class FrameBudget:
         """Count the frames of one file, or refuse the upload; ``compressed``: encapsulated pixel data."""
         self.frames += g.frames
         if self.frames > self.settings.max_dicom_frames:
-            raise ArchiveRefused(
-                413,
+            raise TooLarge(
                 f"the upload holds more than the limit of {self.settings.max_dicom_frames} DICOM frames "
                 "(DRAWAI_MAX_DICOM_FRAMES)",
             )
@@ -160,7 +159,6 @@ class FrameBudget:
             self.budget.take(g.decoded_bytes, "DICOM frames decode")
         held = held_frames(ds, g, compressed)
         if held < g.frames:
-            raise UploadRefused(
-                422,
+            raise Refused(
                 f"DICOM file {path} declares {g.frames} frames but its pixel data holds {held} (corrupt or hostile)",
             )

@@ -10,7 +10,7 @@ as skipped). ``RowWriter.finish`` then builds ``images.npy`` (uint8 ``[N, S, S]`
 with the statistics, and the folder is published with ``Store.commit_dataset``. Only one image and
 one chunk are in memory at a time.
 
-A refused upload (``UploadRefused`` and its subclasses, carrying the HTTP status) leaves nothing
+A refused upload (``Refused`` and its subclasses, carrying the HTTP status) leaves nothing
 in the store: the staging folder is removed, and nothing is written outside ``DRAWAI_HOME``.
 Torch-free.
 """
@@ -22,26 +22,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from models.data.curation import RowWriter
-from models.data.decode_image import UploadRefused
-from models.data.members import ArchiveRefused
 from models.data.sources import iter_slices
+from models.platform.errors import Refused
 from models.platform.schemas import DatasetInfo
 from models.platform.settings import Settings
 from models.platform.store import Store
 
-__all__ = ["ArchiveRefused", "UploadRefused", "ingest", "ingest_zip"]
+__all__ = ["Refused", "ingest", "ingest_zip"]
 
 log = logging.getLogger(__name__)
 
 _REPORTED_SKIPS = 5  # how many skip reasons the "no usable images" message quotes
 
 
-def _no_usable_images(skipped: list[dict[str, str]]) -> UploadRefused:
+def _no_usable_images(skipped: list[dict[str, str]]) -> Refused:
     if not skipped:
-        return UploadRefused(422, "no usable images: the upload holds no image, volume or DICOM files")
+        return Refused("no usable images: the upload holds no image, volume or DICOM files")
     shown = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped[:_REPORTED_SKIPS])
     more = f"; and {len(skipped) - _REPORTED_SKIPS} more" if len(skipped) > _REPORTED_SKIPS else ""
-    return UploadRefused(422, f"no usable images: {len(skipped)} files skipped ({shown}{more})")
+    return Refused(f"no usable images: {len(skipped)} files skipped ({shown}{more})")
 
 
 def ingest_zip(path: Path, store: Store, settings: Settings, name: str) -> DatasetInfo:
@@ -62,8 +61,8 @@ def ingest(
 
     ``filename`` is the name the file was sent under (its kind when magic bytes do not tell);
     ``allowed`` bounds where symlinks in a folder may lead (default: the folder itself). Raises
-    ``UploadRefused`` (``ArchiveRefused``, ``PixelBombError``) when the upload is refused as a
-    whole: 413 for limits, 422 for hostile or unusable content ("no usable images").
+    ``Refused`` (``Refused``, ``PixelBombError``) when the upload is refused as a
+    whole: ``TooLarge`` for limits, ``Refused`` for hostile or unusable content ("no usable images").
     """
     size = settings.storage_size
     skipped: list[dict[str, str]] = []

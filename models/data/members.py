@@ -3,20 +3,20 @@
 A container is read in two steps, without extracting anything to disk:
 
 1. **Listing**: every member is checked before any is decoded. Hostile content refuses the whole
-   container (``ArchiveRefused``, carrying the HTTP status): a name that is absolute, has a ``..``
-   component, a drive letter or a NUL, with ``\\`` read as a separator (422); a symlink, hardlink,
-   device, FIFO or encrypted member (422); more members than ``max_archive_members`` or more
-   declared bytes than ``max_unpacked_bytes`` (413). Junk is skipped and reported, not refused:
+   container (``Refused``, carrying the HTTP status): a name that is absolute, has a ``..``
+   component, a drive letter or a NUL, with ``\\`` read as a separator (``Refused``); a symlink, hardlink,
+   device, FIFO or encrypted member (``Refused``); more members than ``max_archive_members`` or more
+   declared bytes than ``max_unpacked_bytes`` (``TooLarge``). Junk is skipped and reported, not refused:
    ``__MACOSX/``, ``.DS_Store``, ``Thumbs.db``, hidden files, nested archives, and files that are
    neither images, NIfTI volumes nor DICOM (a file without a known suffix is sniffed: ``DICM`` at
    offset 128, a NIfTI header, an image signature). Directories are passed over silently.
 2. **Reading**: the kept members are read one at a time (``Member``: path, kind, class, bytes),
    with the real decompressed bytes counted against ``max_unpacked_bytes`` (declared sizes can
-   lie: 413) and a member that does not match its declared size or CRC refusing the archive (422).
+   lie: ``TooLarge``) and a member that does not match its declared size or CRC refusing the archive (``Refused``).
    That count (``Budget``) is the upload's: gunzipped volumes and decoded DICOM frames take from it too.
 
 Classes come from the folder layout of the kept members (``class_names``). For a zip, the central
-directory is checked before ``zipfile`` loads it (end records declaring too many entries: 413) and
+directory is checked before ``zipfile`` loads it (end records declaring too many entries: ``TooLarge``) and
 members are read in path order. Torch-free.
 """
 
@@ -36,7 +36,7 @@ from typing import IO
 
 import numpy as np
 
-from models.data.decode_image import UploadRefused
+from models.platform.errors import Refused, TooLarge
 from models.platform.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,10 +66,6 @@ _EOCD64_SIZE = 56
 _EOCD64_LOCATOR = b"PK\x06\x07"
 _EOCD64_LOCATOR_SIZE = 20
 _IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
-
-
-class ArchiveRefused(UploadRefused):
-    """The whole archive is refused; ``status_code`` is 413 for limits, 422 for bad or hostile content."""
 
 
 @dataclass(frozen=True)
@@ -106,10 +102,10 @@ def safe_name(raw: str) -> PurePosixPath:
     """The member name as a relative path; refuses names that could escape an extraction folder."""
     name = raw.replace("\\", "/")
     if "\x00" in name or name.startswith("/") or _DRIVE.match(name):
-        raise ArchiveRefused(422, f"unsafe member name in archive: {raw!r}")
+        raise Refused(f"unsafe member name in archive: {raw!r}")
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if any(p == ".." for p in parts) or any(_DRIVE.match(p) for p in parts):
-        raise ArchiveRefused(422, f"unsafe member name in archive: {raw!r}")
+        raise Refused(f"unsafe member name in archive: {raw!r}")
     return PurePosixPath(*parts) if parts else PurePosixPath(".")
 
 
@@ -184,11 +180,9 @@ class Listing:
         self.declared += max(0, size)
         limit = self.settings.max_archive_members
         if self.seen > limit:
-            raise ArchiveRefused(413, f"archive has more than the limit of {limit} members")
+            raise TooLarge(f"archive has more than the limit of {limit} members")
         if self.declared > self.settings.max_unpacked_bytes:
-            raise ArchiveRefused(
-                413, f"archive unpacks to more than the limit of {self.settings.max_unpacked_bytes} bytes"
-            )
+            raise TooLarge(f"archive unpacks to more than the limit of {self.settings.max_unpacked_bytes} bytes")
 
     def consider(self, name: PurePosixPath, size: int, ref: object, head: Callable[[], bytes]) -> None:
         """Keep a regular file as an entry, or report why it is skipped; ``head`` reads its first bytes."""
@@ -219,11 +213,11 @@ class Budget:
         self.used = 0
 
     def take(self, n: int, what: str = "archive unpacks") -> None:
-        """Count ``n`` more bytes; ``what`` (``"archive unpacks"``...) starts the 413's message past the limit."""
+        """Count ``n`` more bytes; ``what`` (``"archive unpacks"``...) starts the ``TooLarge`` message."""
         self.used += n
         if self.used > self.limit:
-            raise ArchiveRefused(
-                413, f"{what} to more than the limit of {self.limit} bytes of one upload (DRAWAI_MAX_UNPACKED_BYTES)"
+            raise TooLarge(
+                f"{what} to more than the limit of {self.limit} bytes of one upload (DRAWAI_MAX_UNPACKED_BYTES)"
             )
 
 
@@ -269,20 +263,20 @@ def _check_extent(path: Path, settings: Settings) -> None:
     entries, cd_size = extent
     limit = settings.max_archive_members
     if entries > limit:
-        raise ArchiveRefused(413, f"archive has {entries} members, more than the limit of {limit}")
+        raise TooLarge(f"archive has {entries} members, more than the limit of {limit}")
     if cd_size > limit * _DIRECTORY_BYTES_PER_MEMBER:
-        raise ArchiveRefused(413, f"archive directory of {cd_size} bytes is too large for {limit} members")
+        raise TooLarge(f"archive directory of {cd_size} bytes is too large for {limit} members")
 
 
 def _check_zip_entry(info: zipfile.ZipInfo) -> None:
     """Refuse links, special files and encrypted members."""
     mode = info.external_attr >> 16
     if stat.S_ISLNK(mode):
-        raise ArchiveRefused(422, f"symbolic link in archive: {info.filename!r}")
+        raise Refused(f"symbolic link in archive: {info.filename!r}")
     if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):
-        raise ArchiveRefused(422, f"special file (device, FIFO or socket) in archive: {info.filename!r}")
+        raise Refused(f"special file (device, FIFO or socket) in archive: {info.filename!r}")
     if info.flag_bits & 0x1:
-        raise ArchiveRefused(422, f"encrypted member in archive: {info.filename!r}")
+        raise Refused(f"encrypted member in archive: {info.filename!r}")
 
 
 def _zip_head(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
@@ -292,7 +286,7 @@ def _zip_head(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
     except NotImplementedError:
         return b""  # an unsupported compression method: reported when read
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
-        raise ArchiveRefused(422, f"corrupt archive member {info.filename!r}: {exc}") from None
+        raise Refused(f"corrupt archive member {info.filename!r}: {exc}") from None
 
 
 def _read_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: Budget, cap: int) -> bytes | None:
@@ -301,7 +295,7 @@ def _read_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: Budget,
         with zf.open(info) as f:
             return read_capped(f, budget, cap)
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
-        raise ArchiveRefused(422, f"corrupt archive member {info.filename!r}: {exc}") from None
+        raise Refused(f"corrupt archive member {info.filename!r}: {exc}") from None
 
 
 def iter_zip(
@@ -311,14 +305,14 @@ def iter_zip(
 
     The decompressed bytes are taken from ``budget`` (the upload's; default: one for this archive).
 
-    Raises ``ArchiveRefused`` for archives that must be refused whole (see the module docstring),
+    Raises ``Refused`` for archives that must be refused whole (see the module docstring),
     possibly after some members were yielded (a lying size is only found while reading).
     """
     _check_extent(path, settings)
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, NotImplementedError):
-        raise ArchiveRefused(422, "the upload is not a valid zip archive") from None
+        raise Refused("the upload is not a valid zip archive") from None
     with zf:
         infos = zf.infolist()
         listing = Listing(settings, skipped)

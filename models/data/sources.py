@@ -12,7 +12,7 @@ decoder (``models.data.decode_image``, ``models.data.decode_nifti``, ``models.da
 and yields ``Slice`` rows; DICOM frames
 come last, series by series, once every file of a series has been seen. What cannot be used is
 appended to ``skipped`` with its path and the reason; what refuses the whole upload raises
-``UploadRefused``. Torch-free.
+``Refused``. Torch-free.
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from models.data.decode_dicom import DicomSeries
-from models.data.decode_image import SkipImage, UploadRefused, decode_image_with_size
+from models.data.decode_image import SkipImage, decode_image_with_size
 from models.data.decode_nifti import nifti_slices
 from models.data.members import (
     HEAD_BYTES,
-    ArchiveRefused,
     Budget,
     Member,
     Slice,
@@ -39,6 +38,7 @@ from models.data.members import (
     sniff,
 )
 from models.data.tar_and_folders import TAR_SUFFIXES, iter_folder, iter_tar
+from models.platform.errors import Refused, TooLarge
 from models.platform.settings import Settings
 
 SOURCE_KINDS = ("folder", "zip", "tar", "nifti", "dicom", "image")
@@ -101,7 +101,7 @@ def _single_member(path: Path, kind: str, filename: str | None, settings: Settin
     size = path.stat().st_size
     cap = member_cap(kind, settings)
     if size > cap:
-        raise UploadRefused(413, f"the file of {size} bytes is over the limit of {cap} bytes for one {kind} file")
+        raise TooLarge(f"the file of {size} bytes is over the limit of {cap} bytes for one {kind} file")
     budget.take(size, "the file unpacks")
     name = PurePosixPath((filename or path.name).replace("\\", "/")).name or "upload"
     return Member(path=name, class_name="default", data=path.read_bytes(), kind=kind)
@@ -155,8 +155,8 @@ def iter_slices(
 ) -> Iterator[Slice]:
     """Every stored slice of ``source`` (see the module docstring); DICOM frames are spooled under ``workdir``.
 
-    Raises ``UploadRefused`` (``ArchiveRefused``, ``PixelBombError``) when the upload must be
-    refused whole: 413 for limits, 422 for hostile or unreadable content. One ``Budget`` of
+    Raises ``Refused`` (``Refused``, ``PixelBombError``) when the upload must be
+    refused whole: ``TooLarge`` for limits, ``Refused`` for hostile or unreadable content. One ``Budget`` of
     ``max_unpacked_bytes`` counts everything the upload unpacks: the archive's members, gunzipped
     volumes and decoded DICOM frames, all checked before the bytes are made.
     """
@@ -171,4 +171,4 @@ def iter_slices(
         yield from series.slices(skipped)
 
 
-__all__ = ["SOURCE_KINDS", "ArchiveRefused", "Slice", "iter_members", "iter_slices", "source_kind"]
+__all__ = ["SOURCE_KINDS", "Refused", "Slice", "iter_members", "iter_slices", "source_kind"]

@@ -32,7 +32,6 @@ from typing import IO, BinaryIO
 from models.data.members import (
     HEAD_BYTES,
     SYSTEM_FILES,
-    ArchiveRefused,
     Budget,
     Listing,
     Member,
@@ -40,6 +39,7 @@ from models.data.members import (
     read_capped,
     safe_name,
 )
+from models.platform.errors import Refused, TooLarge
 from models.platform.settings import Settings
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz")
@@ -67,11 +67,11 @@ class _Guarded(io.RawIOBase):
 
     def _check(self, end: int) -> None:
         if end > self._limit:
-            raise ArchiveRefused(413, f"archive unpacks to more than the limit of {self._limit} bytes")
+            raise TooLarge(f"archive unpacks to more than the limit of {self._limit} bytes")
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0 or size > _MAX_READ:
-            raise ArchiveRefused(422, "tar header larger than any real archive has")
+            raise Refused("tar header larger than any real archive has")
         self._check(self._pos + size)
         data = self._raw.read(size)
         self._pos += len(data)
@@ -106,21 +106,21 @@ def _decompressor(f: BinaryIO) -> io.BufferedIOBase | BinaryIO:
 
 
 def _tar_members(path: Path, settings: Settings) -> Iterator[tuple[int, tarfile.TarFile, tarfile.TarInfo]]:
-    """(index, archive, member) for every member, streaming; refuses what is not a readable tar (422)."""
+    """(index, archive, member) for every member, streaming; refuses what is not a readable tar (``Refused``)."""
     limit = settings.max_unpacked_bytes + settings.max_archive_members * _HEADER_ALLOWANCE + _MAX_READ
     with path.open("rb") as f:
         stream = _Guarded(_decompressor(f), limit)
         try:
             tf = tarfile.open(fileobj=stream, mode="r:")  # noqa: SIM115 (closed by the with below)
         except _STREAM_ERRORS:
-            raise ArchiveRefused(422, "the upload is not a valid tar archive") from None
+            raise Refused("the upload is not a valid tar archive") from None
         with tf:
             index = 0
             while True:
                 try:
                     info = tf.next()
                 except _STREAM_ERRORS:
-                    raise ArchiveRefused(422, "corrupt or truncated tar archive") from None
+                    raise Refused("corrupt or truncated tar archive") from None
                 if info is None:
                     return
                 yield index, tf, info
@@ -130,11 +130,11 @@ def _tar_members(path: Path, settings: Settings) -> Iterator[tuple[int, tarfile.
 def _check_tar_member(info: tarfile.TarInfo) -> None:
     safe_name(info.name)
     if info.issym():
-        raise ArchiveRefused(422, f"symbolic link in archive: {info.name!r}")
+        raise Refused(f"symbolic link in archive: {info.name!r}")
     if info.islnk():
-        raise ArchiveRefused(422, f"hard link in archive: {info.name!r}")
+        raise Refused(f"hard link in archive: {info.name!r}")
     if info.ischr() or info.isblk() or info.isfifo():
-        raise ArchiveRefused(422, f"special file (device or FIFO) in archive: {info.name!r}")
+        raise Refused(f"special file (device or FIFO) in archive: {info.name!r}")
 
 
 def _tar_read(tf: tarfile.TarFile, info: tarfile.TarInfo, n: int | None, budget: Budget, cap: int) -> bytes | None:
@@ -146,7 +146,7 @@ def _tar_read(tf: tarfile.TarFile, info: tarfile.TarInfo, n: int | None, budget:
         with f:
             return f.read(n) if n is not None else read_capped(f, budget, cap)
     except _STREAM_ERRORS:
-        raise ArchiveRefused(422, f"corrupt or truncated tar member {info.name!r}") from None
+        raise Refused(f"corrupt or truncated tar member {info.name!r}") from None
 
 
 def _tar_head(tf: tarfile.TarFile, info: tarfile.TarInfo, budget: Budget) -> bytes:
@@ -178,7 +178,7 @@ def iter_tar(
         if entry is None:
             continue
         if safe_name(info.name) != entry.name:
-            raise ArchiveRefused(422, "the archive changed while it was read")
+            raise Refused("the archive changed while it was read")
         cap = member_cap(entry.kind, settings)
         data = _tar_read(tf, info, None, budget, cap)
         if data is None:

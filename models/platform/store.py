@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from models.platform.errors import CorruptError, NotFoundError
 from models.platform.schemas import DatasetInfo, ModelManifest
 
 log = logging.getLogger(__name__)
@@ -43,14 +44,6 @@ _VERSION = re.compile(r"^v(\d+)$")
 DatasetSplit = Literal["train", "heldout", "all"]
 REPORT_JSON = "report.json"  # a version's quality report (models.quality.evaluation)
 REPORT_PLOTS = "plots"  # ... and the folder of its plots, beside it
-
-
-class NotFoundError(KeyError):
-    """An id that names nothing in the store."""
-
-
-class CorruptError(ValueError):
-    """A stored file that exists but cannot be read (a hand-edited or damaged manifest)."""
 
 
 def check_id(value: str) -> str:

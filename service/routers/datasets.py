@@ -27,9 +27,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from models.data.curation import preview_png
-from models.data.ingest import UploadRefused, ingest
+from models.data.ingest import ingest
+from models.platform.errors import NotFoundError
 from models.platform.schemas import DatasetInfo
-from models.platform.store import NotFoundError
 from service.auth import KeyCheckedRoute, require_key
 from service.deps import QueueDep, SettingsDep, StoreDep
 from service.errors import KEYED, responses
@@ -77,7 +77,7 @@ async def upload_dataset(
     fd, tmp = tempfile.mkstemp(dir=store.tmp_dir, prefix="upload-", suffix=".upload")
     os.close(fd)
     path = Path(tmp)
-    try:  # UploadRefused: its status (service.errors)
+    try:  # HTTPException, or a domain error (Refused, TooLarge) mapped by service.errors
         check_declared_length(request, settings.max_upload_bytes)
         form = await receive_upload(request, path, settings.max_upload_bytes)
         given = form.fields.get(NAME_FIELD) if form is not None else None
@@ -104,20 +104,20 @@ class ImportRequest(BaseModel):
 def _import_target(settings_dir: Path | None, requested: str) -> Path:
     """The resolved path to import; 403 when import is off or the path leads outside the folder, 404 when absent."""
     if settings_dir is None:
-        raise UploadRefused(403, "server-side import is disabled: set DRAWAI_IMPORT_DIR to the folder it may read")
+        raise HTTPException(403, "server-side import is disabled: set DRAWAI_IMPORT_DIR to the folder it may read")
     root = settings_dir.resolve()
     if not root.is_dir():
-        raise UploadRefused(403, "server-side import is unavailable: DRAWAI_IMPORT_DIR is not a folder")
+        raise HTTPException(403, "server-side import is unavailable: DRAWAI_IMPORT_DIR is not a folder")
     if "\x00" in requested:
-        raise UploadRefused(422, "path contains a NUL character")
+        raise HTTPException(422, "path contains a NUL character")
     try:
         target = (root / requested).resolve()  # follows every symlink and "..": what would really be read
     except (OSError, RuntimeError):
-        raise UploadRefused(404, f"cannot resolve {requested!r} (a symlink loop?)") from None
+        raise HTTPException(404, f"cannot resolve {requested!r} (a symlink loop?)") from None
     if not target.is_relative_to(root):
-        raise UploadRefused(403, f"{requested!r} resolves outside the import folder")
+        raise HTTPException(403, f"{requested!r} resolves outside the import folder")
     if not target.exists():
-        raise UploadRefused(404, f"nothing at {requested!r} in the import folder")
+        raise HTTPException(404, f"nothing at {requested!r} in the import folder")
     return target
 
 
@@ -129,7 +129,7 @@ def _import_target(settings_dir: Path | None, requested: str) -> Path:
 )
 async def import_dataset(body: ImportRequest, store: StoreDep, settings: SettingsDep) -> DatasetInfo:
     """Store a folder, archive, volume or DICOM file found under ``DRAWAI_IMPORT_DIR`` as a dataset."""
-    target = _import_target(settings.import_dir, body.path)  # UploadRefused: its status (service.errors)
+    target = _import_target(settings.import_dir, body.path)  # HTTPException 403/404/422
     name = dataset_name(body.name, target.name)
     allowed = settings.import_dir.resolve() if settings.import_dir is not None else target
     return await run_in_threadpool(ingest, target, store, settings, name, filename=target.name, allowed=allowed)

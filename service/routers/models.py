@@ -11,8 +11,9 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import BaseModel, ConfigDict
 
+from models.platform.errors import CorruptError, NotFoundError
 from models.platform.schemas import ModelManifest
-from models.platform.store import REPORT_JSON, CorruptError, NotFoundError, Store
+from models.platform.store import REPORT_JSON, Store
 from models.report.page import render
 from service.auth import require_key
 from service.deps import ModelsDep, StoreDep
