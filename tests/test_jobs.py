@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -211,4 +212,6 @@ def test_sigkilled_worker_job_resumes_from_checkpoint(
     assert job["progress"]["resumed_from_step"] == killed_at  # neither from zero nor lost
     assert job["retries_left"] == settings.job_retries - 1
     manifest = store.get_manifest(job["model_version"])
-    assert manifest.steps == 240 and len(manifest.loss_history["d_loss"]) == 240
+    history = json.loads((store.model_dir(job["model_version"]) / "history.json").read_text())
+    assert manifest.steps == 240 and len(history["d_loss"]) == 240
+    assert "loss_history" not in json.loads((store.model_dir(job["model_version"]) / "model.json").read_text())

@@ -19,7 +19,7 @@ SPEC = TrainSpec(dataset="x", image_size=32, width=8, latent_dim=16, epochs=3, b
 
 def test_train_reports_progress_and_writes_samples(tmp_path: Path) -> None:
     seen: list[dict] = []
-    result = train(SPEC, blobs(), tmp_path, progress_fn=seen.append, checkpoint_every=100)
+    result = train(SPEC, blobs(), tmp_path, progress_fn=seen.append, checkpoint_every=100, log_every=1)
     assert result.step == 9 and result.epoch == 3  # 24 images / batch 8 = 3 steps x 3 epochs
     assert [p["step"] for p in seen] == list(range(1, 10))
     last = seen[-1]
@@ -32,6 +32,23 @@ def test_train_reports_progress_and_writes_samples(tmp_path: Path) -> None:
     ckpt = torch.load(tmp_path / CHECKPOINT, weights_only=False)
     assert ckpt["step"] == 9 and ckpt["spec"]["seed"] == 3
     assert {"generator", "discriminator", "opt_g", "opt_d", "noise_rng", "torch_rng"} <= set(ckpt)
+
+
+def test_losses_are_read_at_the_logging_interval_and_kept_per_step(tmp_path: Path) -> None:
+    """Progress (and the host reads of the losses) every ``log_every`` steps and at each epoch's end; the
+    history still holds every step, in ``history.json`` beside the checkpoint."""
+    import json
+
+    from models.gan.training import HISTORY
+
+    seen: list[dict] = []
+    spec = SPEC.model_copy(update={"epochs": 4})  # 12 steps of 3 per epoch
+    result = train(spec, blobs(), tmp_path, progress_fn=seen.append, checkpoint_every=100, log_every=5)
+    assert [p["step"] for p in seen] == [3, 5, 6, 9, 10, 12]
+    history = json.loads((tmp_path / HISTORY).read_text())
+    assert history["d_loss"] == result.d_losses and history["g_loss"] == result.g_losses
+    assert len(history["d_loss"]) == 12 and history["steps_per_epoch"] == 3
+    assert seen[-1]["d_loss"] == result.d_losses[-1]
 
 
 def test_resume_continues_exactly(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from models.gan.export import OPSET, check_parity, export_generator, sha256_file
-from models.gan.training import TrainingAborted, TrainResult
+from models.gan.training import HISTORY, TrainingAborted, TrainResult
 from models.platform.schemas import DatasetInfo, ModelManifest, TrainSpec
 from models.platform.store import REPORT_JSON, REPORT_PLOTS, Store, atomic_write_json
 
@@ -95,6 +95,8 @@ def _write_version(
         samples = sorted((workdir / "samples").glob("epoch_*.png"))
         if samples:
             shutil.copyfile(samples[-1], staged / "samples.png")
+        if (workdir / HISTORY).is_file():  # the per-step losses, for the report's loss curves
+            shutil.copyfile(workdir / HISTORY, staged / HISTORY)
         manifest = ModelManifest(
             version="pending",  # publish_model assigns v<N>
             architecture=spec.architecture,
@@ -119,7 +121,6 @@ def _write_version(
             library_versions=library_versions(),
             created=datetime.now(UTC).isoformat(),
             trained_on=result.device,
-            loss_history={"d_loss": result.d_losses, "g_loss": result.g_losses},
         )
         atomic_write_json(staged / "model.json", manifest.model_dump())
         if evaluate is not None:

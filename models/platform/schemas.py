@@ -39,6 +39,8 @@ class TrainSpec(BaseModel):
     conditional: bool = False
     # Small-data augmentation: random flips of the reals, DiffAugment (translation, cutout) of every D input.
     augment: bool = False
+    # The GAN loss (models.gan.losses): the report's "bce", "hinge" (SN-GAN), or "wgan-gp" (gradient penalty 10).
+    loss: Literal["bce", "hinge", "wgan-gp"] = "bce"
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     activate: bool = False  # activate the new model version even when another one is active
     checkpoint_every: int | None = Field(default=None, ge=1)  # steps; None: the worker's setting
@@ -153,7 +155,6 @@ class ModelManifest(BaseModel):
     library_versions: dict[str, str]
     created: str
     trained_on: str = "cpu"  # the training device type
-    loss_history: dict[str, list[float]] = Field(default_factory=dict)  # per step: d_loss, g_loss
     # The quality report's headline ({"summary", "report": "report.json", "seconds"}), {"error": ...} when the
     # evaluation failed, None for versions published before evaluation existed.
     quality: dict[str, Any] | None = None

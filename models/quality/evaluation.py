@@ -19,6 +19,7 @@ turns the result into the page a person reads.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.gan.training import TrainingAborted, prepare_images
+from models.gan.training import HISTORY, TrainingAborted, prepare_images
 from models.platform.grids import grid, to_uint8
 from models.platform.sampling import open_session, synthesize
 from models.platform.schemas import ModelManifest
@@ -83,6 +84,15 @@ def at_model_size(images: np.ndarray | None, size: int) -> np.ndarray | None:
     if images is None or len(images) == 0:
         return None
     return to_uint8(prepare_images(images, size, torch.device("cpu")).numpy()[:, 0])
+
+
+def _loss_history(model_dir: Path, manifest: ModelManifest) -> dict[str, Any]:
+    """The per-step losses: ``history.json`` of the version, or (a version published before it existed)
+    the ``loss_history`` its ``model.json`` carried."""
+    path = model_dir / HISTORY
+    if path.is_file():
+        return dict(json.loads(path.read_text()))
+    return dict(getattr(manifest, "loss_history", None) or {})
 
 
 def _epoch_grids(samples_dir: Path | None, out: Path, count: int) -> list[dict[str, Any]]:
@@ -179,7 +189,7 @@ def evaluate(
     plots_dir.mkdir(parents=True, exist_ok=True)
     plots: dict[str, str] = {}
     spec = manifest.spec or {}
-    history = manifest.loss_history or {}
+    history = _loss_history(model_dir, manifest)
     steps_per_epoch = manifest.steps // manifest.epochs if manifest.epochs else None
     report_plots.loss_curves(
         history.get("d_loss", []), history.get("g_loss", []), steps_per_epoch, plots_dir / "loss_curves.png"
