@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from redis.exceptions import RedisError
 from rq import get_current_job
 from rq.job import Job
 
 from models.platform.redisconn import fail_fast
-from models.platform.schemas import CANCEL_KEY_FMT, JobProgress, TrainSpec
-from models.platform.settings import get_settings
+from models.platform.schemas import CANCEL_KEY_FMT, DatasetInfo, JobProgress, TrainSpec
+from models.platform.settings import Settings, get_settings
 from models.platform.store import Store
 
 log = logging.getLogger(__name__)
@@ -40,6 +43,10 @@ class JobReporter:
         self._last_write = 0.0
         self._last_check = 0.0
         self._unsaved = False  # a progress write failed and none has succeeded since
+
+    def evaluation_progress(self, what: str, done: int, total: int) -> None:
+        """The evaluation's ``progress_fn``: the metric (or phase) being computed, as the job's detail."""
+        self.phase("evaluating", detail=f"{what} ({done + 1} of {total})")
 
     def phase(self, phase: str, durable: bool = False, **fields: Any) -> None:
         progress = dict(self.job.meta.get("progress") or {})
@@ -96,14 +103,49 @@ class JobReporter:
         return {"model_version": version, "active": active, "steps": steps}
 
 
+@dataclass(frozen=True)
+class TrainingContext:
+    """What a job's phases share: the store, the settings, the dataset and its training rows, the device."""
+
+    store: Store
+    settings: Settings
+    dataset: DatasetInfo
+    images: np.ndarray
+    device: Any  # torch.device (torch is imported in the work horse only)
+    workdir: Path
+    reporter: JobReporter
+
+
+def evaluate_staged(ctx: TrainingContext, staged: Path) -> dict[str, Any]:
+    """The quality report of the staged version, against the dataset's held-out split."""
+    from models.platform.sampling import choose_providers
+    from models.quality.evaluation import EvalConfig, RealImages, evaluate
+
+    dataset = ctx.dataset
+    heldout, _ = ctx.store.load_dataset(dataset.id, split="heldout")
+    real = RealImages(
+        heldout=heldout,
+        heldout_source=f"held-out split of dataset {dataset.id} ({dataset.name}), never used in training",
+        train=ctx.images,
+        train_source=f"training split of dataset {dataset.id}",
+    )
+    config = EvalConfig(
+        synthetic_count=ctx.settings.eval_synthetic_count,
+        fid_weights=ctx.settings.fid_weights,
+        device=ctx.device.type,
+        providers=choose_providers(ctx.settings.onnx_provider),
+    )
+    samples = ctx.workdir / "samples"
+    reporter = ctx.reporter
+    return evaluate(staged, staged, real, config, samples_dir=samples, progress_fn=reporter.evaluation_progress,
+                    abort_fn=reporter.should_abort)  # fmt: skip
+
+
 def train(spec: dict[str, Any]) -> dict[str, Any]:
     """Train a GAN for ``spec``, export and publish it as a model version. Resumes from a checkpoint."""
     from models.gan.publish import publish
     from models.gan.training import TrainingAborted, select_device
     from models.gan.training import train as run_training
-    from models.platform.sampling import choose_providers
-    from models.quality.evaluation import EvalConfig, RealImages
-    from models.quality.evaluation import evaluate as run_evaluation
 
     job = get_current_job()
     if job is None:
@@ -119,67 +161,25 @@ def train(spec: dict[str, Any]) -> dict[str, Any]:
         log.info("job %s: already published as %s; not training again", job.id, published.version)
         return reporter.mark_done(published.version, store.active_version() == published.version, published.steps)
 
+    # -- loading -----------------------------------------------------------------------------------
     reporter.phase("loading")
     dataset = store.get_dataset(train_spec.dataset)
     images, _labels = store.load_dataset(train_spec.dataset, split="train")  # never the held-out split
-    device = select_device(settings.device)
-    log.info(
-        "job %s: training %s on %s (%d training images of %d) on %s",
-        job.id,
-        train_spec.architecture,
-        dataset.id,
-        len(images),
-        dataset.images,
-        device,
-    )
-    workdir = store.job_dir(job.id)
+    ctx = TrainingContext(store, settings, dataset, images, select_device(settings.device), store.job_dir(job.id),
+                          reporter)  # fmt: skip
+    log.info("job %s: training %s on %s (%d training images of %d) on %s", job.id, train_spec.architecture,
+             dataset.id, len(images), dataset.images, ctx.device)  # fmt: skip
+
+    # -- training, then exporting, evaluating and publishing ------------------------------------------
+    every = train_spec.checkpoint_every or settings.checkpoint_every_steps
     try:
-        result = run_training(
-            train_spec,
-            images,
-            workdir,
-            device=device,
-            checkpoint_every=train_spec.checkpoint_every or settings.checkpoint_every_steps,
-            progress_fn=reporter.progress,
-            abort_fn=reporter.should_abort,
-        )
-    except TrainingAborted:
-        return reporter.mark_canceled()
-    if reporter.cancel_requested():
-        return reporter.mark_canceled()
-
-    def evaluate(staged: Path) -> dict[str, Any]:
-        """The quality report of the staged version, against the dataset's held-out split."""
-        heldout, _ = store.load_dataset(dataset.id, split="heldout")
-        real = RealImages(
-            heldout=heldout,
-            heldout_source=f"held-out split of dataset {dataset.id} ({dataset.name}), never used in training",
-            train=images,
-            train_source=f"training split of dataset {dataset.id}",
-        )
-        config = EvalConfig(
-            synthetic_count=settings.eval_synthetic_count,
-            fid_weights=settings.fid_weights,
-            device=device.type,
-            providers=choose_providers(settings.onnx_provider),
-        )
-
-        def progress(what: str, done: int, total: int) -> None:
-            reporter.phase("evaluating", detail=f"{what} ({done + 1} of {total})")
-
-        return run_evaluation(
-            staged,
-            staged,
-            real,
-            config,
-            samples_dir=workdir / "samples",
-            progress_fn=progress,
-            abort_fn=reporter.should_abort,
-        )
-
-    reporter.phase("exporting", detail=None)
-    try:
-        version, active = publish(store, result, train_spec, dataset, job.id, workdir, evaluate=evaluate)
+        result = run_training(train_spec, images, ctx.workdir, device=ctx.device, checkpoint_every=every,
+                              progress_fn=reporter.progress, abort_fn=reporter.should_abort)  # fmt: skip
+        if reporter.cancel_requested():
+            return reporter.mark_canceled()
+        reporter.phase("exporting", detail=None)
+        evaluate = partial(evaluate_staged, ctx)
+        version, active = publish(store, result, train_spec, dataset, job.id, ctx.workdir, evaluate=evaluate)
     except TrainingAborted:
         return reporter.mark_canceled()
     return reporter.mark_done(version, active, result.step)

@@ -128,6 +128,115 @@ def _pairs(inputs: EvalInputs, count: int, seed: int, threshold: float | None) -
     ]
 
 
+@dataclass(frozen=True)
+class Images:
+    """What an evaluation compares, at the model's size: synthetic, held-out real, training real."""
+
+    synthetic: np.ndarray
+    heldout: np.ndarray | None
+    train: np.ndarray | None
+    provider: str  # ONNX Runtime's provider that drew the synthetic images
+
+
+@dataclass
+class Steps:
+    """Progress and cancellation between the phases: ``step(what, done)`` of ``total``."""
+
+    total: int
+    progress_fn: ProgressFn | None = None
+    abort_fn: AbortFn | None = None
+
+    def __call__(self, what: str, done: int) -> None:
+        if self.abort_fn is not None and self.abort_fn():
+            raise EvaluationAborted(f"evaluation aborted while {what}")
+        if self.progress_fn is not None:
+            self.progress_fn(what, done, self.total)
+
+
+def draw_images(model_dir: Path, manifest: ModelManifest, real: RealImages, config: EvalConfig) -> Images:
+    session = open_session(model_dir / "generator.onnx", config.providers)
+    synthetic = synthesize(session, manifest.latent_dim, config.synthetic_count, config.seed)
+    size = manifest.image_size
+    return Images(synthetic, at_model_size(real.heldout, size), at_model_size(real.train, size),
+                  session.get_providers()[0])  # fmt: skip
+
+
+def metric_inputs(images: Images, real: RealImages, config: EvalConfig) -> tuple[EvalInputs | None, str | None]:
+    """The metrics' inputs, or None and the reason no metric can be computed."""
+    heldout, synthetic, train = images.heldout, images.synthetic, images.train
+    if heldout is None or len(heldout) < 2:
+        count = 0 if heldout is None else len(heldout)
+        return None, f"only {count} real image(s) ({real.heldout_source}); the metrics need at least 2"
+    if len(synthetic) < 2:
+        return None, f"only {len(synthetic)} synthetic image(s); the metrics need at least 2"
+    train_ok = train if train is not None and len(train) >= 2 else None
+    return EvalInputs(train_ok, heldout, synthetic, config.seed, config.fid_weights, config.device), None
+
+
+def write_plots(
+    plots_dir: Path, model_dir: Path, manifest: ModelManifest, images: Images, real: RealImages
+) -> dict[str, str]:
+    """Loss curves, sample grids and intensity histograms; the plots' paths relative to the report."""
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    history = _loss_history(model_dir, manifest)
+    steps_per_epoch = manifest.steps // manifest.epochs if manifest.epochs else None
+    d_loss, g_loss = history.get("d_loss", []), history.get("g_loss", [])
+    report_plots.loss_curves(d_loss, g_loss, steps_per_epoch, plots_dir / "loss_curves.png")
+    grid(images.synthetic[:64]).save(plots_dir / "samples_synthetic.png")
+    names = ["loss_curves", "samples_synthetic"]
+    hist_sets = [("synthetic", images.synthetic)]
+    if images.heldout is not None:
+        grid(images.heldout[:64]).save(plots_dir / "samples_real.png")
+        names.append("samples_real")
+        hist_sets.insert(0, (f"real: {real.label}", images.heldout))
+    if images.train is not None:
+        hist_sets.insert(1, ("real: training", images.train))
+    report_plots.intensity_histograms(hist_sets, plots_dir / "intensity_histograms.png")
+    names.append("intensity_histograms")
+    return {name: f"{REPORT_PLOTS}/{name}.png" for name in names}
+
+
+def notes_for(real_count: int, why_not: str | None) -> list[str]:
+    notes = []
+    if 2 <= real_count < SMALL_REAL_SET:
+        notes.append(
+            f"Only {real_count} real images to compare with: the classifier test, FID and KID have little "
+            "statistical power at this size. Read each value next to its real-vs-real reference."
+        )
+    if why_not:
+        notes.append(f"No metric was computed: {why_not}.")
+    return notes
+
+
+def model_section(manifest: ModelManifest) -> dict[str, Any]:
+    return {
+        "version": manifest.version,
+        "architecture": manifest.architecture,
+        "image_size": manifest.image_size,
+        "latent_dim": manifest.latent_dim,
+        "dataset": manifest.dataset,
+        "job_id": manifest.job_id,
+        "epochs": manifest.epochs,
+        "steps": manifest.steps,
+        "augment": bool((manifest.spec or {}).get("augment", False)),
+    }
+
+
+def data_section(images: Images, real: RealImages, config: EvalConfig, image_size: int) -> dict[str, Any]:
+    n = len(images.synthetic)
+    return {
+        "real": {"source": real.heldout_source, "count": 0 if images.heldout is None else len(images.heldout)},
+        "training": {"source": real.train_source, "count": None if images.train is None else len(images.train)},
+        "synthetic": {
+            "count": n,
+            "first_seed": config.seed,
+            "last_seed": config.seed + n - 1,
+            "provider": images.provider,
+        },
+        "image_size": image_size,
+    }
+
+
 def evaluate(
     model_dir: Path,
     out_dir: Path,
@@ -144,125 +253,54 @@ def evaluate(
     names = list(config.metrics)
     if unknown := [n for n in names if n not in METRICS]:
         raise ValueError(f"unknown metrics {unknown}; known: {sorted(METRICS)}")
-    total = len(names) + 2  # synthesis, the metrics, the plots
-
-    def step(what: str, done: int) -> None:
-        if abort_fn is not None and abort_fn():
-            raise EvaluationAborted(f"evaluation aborted while {what}")
-        if progress_fn is not None:
-            progress_fn(what, done, total)
+    step = Steps(len(names) + 2, progress_fn, abort_fn)  # synthesis, the metrics, the plots
+    seconds: dict[str, float] = {}
 
     # -- Phase 1: synthetic images, and the real ones at the model's size -----------------------
     step("synthesizing", 0)
     t0 = time.perf_counter()
-    session = open_session(model_dir / "generator.onnx", config.providers)
-    synthetic = synthesize(session, manifest.latent_dim, config.synthetic_count, config.seed)
-    provider = session.get_providers()[0]
-    synthesis_s = time.perf_counter() - t0
-    heldout = at_model_size(real.heldout, manifest.image_size)
-    train = at_model_size(real.train, manifest.image_size)
+    images = draw_images(model_dir, manifest, real, config)
+    seconds["synthesis"] = round(time.perf_counter() - t0, 3)
 
     # -- Phase 2: the metrics -------------------------------------------------------------------
-    inputs: EvalInputs | None = None
-    why_not: str | None = None
-    if heldout is None or len(heldout) < 2:
-        why_not = (
-            f"only {0 if heldout is None else len(heldout)} real image(s) ({real.heldout_source}); "
-            "the metrics need at least 2"
-        )
-    elif len(synthetic) < 2:
-        why_not = f"only {len(synthetic)} synthetic image(s); the metrics need at least 2"
-    else:
-        train_ok = train if train is not None and len(train) >= 2 else None
-        inputs = EvalInputs(train_ok, heldout, synthetic, config.seed, config.fid_weights, config.device)
     t0 = time.perf_counter()
+    inputs, why_not = metric_inputs(images, real, config)
     if inputs is not None:
         metrics = compute(names, inputs, on_metric=lambda name, i: step(name, 1 + i))
     else:
         metrics = {name: {"computed": False, "reason": why_not, "seconds": 0.0} for name in names}
-    metrics_s = time.perf_counter() - t0
+    seconds["metrics"] = round(time.perf_counter() - t0, 3)
 
     # -- Phase 3: plots -------------------------------------------------------------------------
-    step("plots", total - 1)
+    step("plots", step.total - 1)
     t0 = time.perf_counter()
     plots_dir = out_dir / REPORT_PLOTS
-    plots_dir.mkdir(parents=True, exist_ok=True)
-    plots: dict[str, str] = {}
-    spec = manifest.spec or {}
-    history = _loss_history(model_dir, manifest)
-    steps_per_epoch = manifest.steps // manifest.epochs if manifest.epochs else None
-    report_plots.loss_curves(
-        history.get("d_loss", []), history.get("g_loss", []), steps_per_epoch, plots_dir / "loss_curves.png"
-    )
-    plots["loss_curves"] = f"{REPORT_PLOTS}/loss_curves.png"
+    plots = write_plots(plots_dir, model_dir, manifest, images, real)
     epochs = _epoch_grids(samples_dir, plots_dir / "epochs", config.epoch_grids)
-    grid(synthetic[:64]).save(plots_dir / "samples_synthetic.png")
-    plots["samples_synthetic"] = f"{REPORT_PLOTS}/samples_synthetic.png"
-    hist_sets = [("synthetic", synthetic)]
-    if heldout is not None:
-        grid(heldout[:64]).save(plots_dir / "samples_real.png")
-        plots["samples_real"] = f"{REPORT_PLOTS}/samples_real.png"
-        hist_sets.insert(0, (f"real: {real.label}", heldout))
-    if train is not None:
-        hist_sets.insert(1, ("real: training", train))
-    report_plots.intensity_histograms(hist_sets, plots_dir / "intensity_histograms.png")
-    plots["intensity_histograms"] = f"{REPORT_PLOTS}/intensity_histograms.png"
     memo = metrics.get("memorization", {})
     threshold = memo.get("threshold") if memo.get("computed") else None
     pairs = _pairs(inputs, config.closest_pairs, config.seed, threshold) if inputs is not None else []
     if pairs and inputs is not None and inputs.real_train is not None:
-        report_plots.closest_pairs(synthetic, inputs.real_train, pairs, plots_dir / "closest_pairs.png")
+        report_plots.closest_pairs(images.synthetic, inputs.real_train, pairs, plots_dir / "closest_pairs.png")
         plots["closest_pairs"] = f"{REPORT_PLOTS}/closest_pairs.png"
-    plots_s = time.perf_counter() - t0
+    seconds["plots"] = round(time.perf_counter() - t0, 3)
 
-    real_count = 0 if heldout is None else len(heldout)
-    notes = []
-    if 2 <= real_count < SMALL_REAL_SET:
-        notes.append(
-            f"Only {real_count} real images to compare with: the classifier test, FID and KID have little "
-            "statistical power at this size. Read each value next to its real-vs-real reference."
-        )
-    if why_not:
-        notes.append(f"No metric was computed: {why_not}.")
+    # -- Phase 4: the report --------------------------------------------------------------------
+    seconds["total"] = round(time.perf_counter() - started, 3)
     report: dict[str, Any] = {
         "format": REPORT_FORMAT,
         "created": datetime.now(UTC).isoformat(),
-        "model": {
-            "version": manifest.version,
-            "architecture": manifest.architecture,
-            "image_size": manifest.image_size,
-            "latent_dim": manifest.latent_dim,
-            "dataset": manifest.dataset,
-            "job_id": manifest.job_id,
-            "epochs": manifest.epochs,
-            "steps": manifest.steps,
-            "augment": bool(spec.get("augment", False)),
-        },
-        "data": {
-            "real": {"source": real.heldout_source, "count": real_count},
-            "training": {"source": real.train_source, "count": None if train is None else len(train)},
-            "synthetic": {
-                "count": len(synthetic),
-                "first_seed": config.seed,
-                "last_seed": config.seed + len(synthetic) - 1,
-                "provider": provider,
-            },
-            "image_size": manifest.image_size,
-        },
+        "model": model_section(manifest),
+        "data": data_section(images, real, config, manifest.image_size),
         "metrics": metrics,
         "meanings": {name: MEANINGS.get(name, "") for name in names},
         "summary": summarize(metrics),
         "closest_pairs": pairs,
         "epochs": epochs,
         "plots": plots,
-        "notes": notes,
-        "seconds": {
-            "synthesis": round(synthesis_s, 3),
-            "metrics": round(metrics_s, 3),
-            "plots": round(plots_s, 3),
-            "total": round(time.perf_counter() - started, 3),
-        },
+        "notes": notes_for(0 if images.heldout is None else len(images.heldout), why_not),
+        "seconds": seconds,
     }
     atomic_write_json(out_dir / REPORT_JSON, report)
-    log.info("evaluated model %s in %.1f s: %s", manifest.version, report["seconds"]["total"], report["summary"])
+    log.info("evaluated model %s in %.1f s: %s", manifest.version, seconds["total"], report["summary"])
     return report
