@@ -198,7 +198,12 @@ def test_canceled_or_failed_evaluation(store: Store, tmp_path: Path) -> None:
     version, _ = publish(store, result, spec, ds, "job-b", tmp_path / "job", evaluate=crash)
     manifest = store.get_manifest(version)
     assert manifest.quality == {"error": "RuntimeError: out of memory"}
-    assert sorted(p.name for p in store.model_dir(version).iterdir()) == ["generator.onnx", "model.json", "samples.png"]
+    assert sorted(p.name for p in store.model_dir(version).iterdir()) == [
+        "generator.onnx",
+        "history.json",
+        "model.json",
+        "samples.png",
+    ]
 
 
 def test_report_routes(client: TestClient, store: Store, demo: np.ndarray) -> None:
