@@ -5,7 +5,7 @@ Layout::
     datasets/<id>/dataset.json, images.npy (uint8 [N, S, S]), labels.npy (int64 [N]),
                   split.npy (bool [N], True = held out; training rows first)
     jobs/<job id>/checkpoint.pt, samples/epoch_0001.png, history.json
-    models/<version>/generator.onnx, model.json, samples.png,
+    models/<version>/generator.onnx, model.json, samples.png, history.json (per-step losses),
                      report.json, plots/*.png (the quality report, written before the version appears)
     models/ACTIVE                    the active version's name
     tmp/                             staging area; everything is written here, then renamed
