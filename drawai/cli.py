@@ -334,7 +334,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from drawai.upload import TIMEOUT, UploadError, auth_headers, request_json
+    from drawai.upload import TIMEOUT, UploadError, auth_headers, list_all, request_json
 
     out, err = Console(), Console(stderr=True)
     settings = get_settings()
@@ -346,7 +346,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
             elif args.action == "show":
                 _print_report(out, request_json(client, "GET", f"/datasets/{args.id}"))
             else:
-                datasets = request_json(client, "GET", "/datasets")
+                datasets = list_all(client, "/datasets")
                 table = Table()
                 table.add_column("id", no_wrap=True, min_width=max((len(d["id"]) for d in datasets), default=2))
                 table.add_column("name", overflow="fold")

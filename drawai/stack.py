@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -101,6 +102,38 @@ class Stack:
                 log.warning("%s did not stop; killing it", name)
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
+            wait_group_gone(p.pid, name)  # its children too (the work horse): "stopped" means nothing is left
         if self.embedded:
             stop_embedded(self.home / "redis")
         log.info("stack stopped")
+
+
+def live_members(pgid: int) -> list[int]:
+    """Pids of the processes of group ``pgid`` that still run (zombies, waiting to be reaped, do not)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, pgrp, ...
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def wait_group_gone(pgid: int, name: str, timeout_s: float = 15.0) -> None:
+    """Wait until no process of group ``pgid`` runs; past ``timeout_s``, kill what is left and wait once more."""
+    if not Path("/proc/self/stat").exists():  # not Linux: the leader's exit is all we can see
+        return
+    for attempt in range(2):
+        deadline = time.monotonic() + timeout_s
+        while live_members(pgid):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        else:
+            return
+        left = live_members(pgid)
+        log.warning("%s left processes %s; %s", name, left, "killing them" if attempt == 0 else "giving up")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)

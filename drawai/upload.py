@@ -165,6 +165,16 @@ def request_json(client: httpx.Client, method: str, url: str, **kwargs: Any) -> 
     return response.json()
 
 
+def list_all(client: httpx.Client, path: str, page_size: int = 500) -> list[Any]:
+    """Every item of a list route (``{"data", "count"}`` pages), fetched a page at a time."""
+    items: list[Any] = []
+    while True:
+        page = request_json(client, "GET", path, params={"limit": page_size, "offset": len(items)})
+        items.extend(page["data"])
+        if not page["data"] or len(items) >= page["count"]:
+            return items
+
+
 def post_dataset(
     client: httpx.Client,
     file: Path,

@@ -12,7 +12,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
 
-from models.platform.errors import NotFoundError
+from models.platform.errors import ConflictError, NotFoundError
 from models.platform.schemas import CANCEL_KEY_FMT, JOBS_INDEX_KEY, TRAIN_FUNC, JobProgress, JobStatus, TrainSpec
 from models.platform.settings import Settings
 
@@ -55,10 +55,6 @@ class JobView(BaseModel):
     model_version: str | None = Field(description="the version it published, once finished")
     cancel_requested: bool
     retries_left: int | None
-
-
-class ConflictError(Exception):
-    """The request conflicts with the current state (HTTP 409)."""
 
 
 def enqueue_training(queue: Queue, spec: TrainSpec, settings: Settings) -> Job:

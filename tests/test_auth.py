@@ -407,7 +407,7 @@ def test_cli_sends_the_key_to_an_api_with_keys(settings: Settings, tmp_path: Pat
         assert r.returncode == 1 and "HTTP 401" in r.stderr and "DRAWAI_API_KEY" in r.stderr, r.stderr
         r = run_cli(clean_env(settings, DRAWAI_API_KEY=WRONG), tmp_path, "add", str(folder), "--url", url)
         assert r.returncode == 1 and "HTTP 403" in r.stderr, r.stderr
-        assert httpx.get(f"{url}/datasets").json() == []
+        assert httpx.get(f"{url}/datasets").json()["data"] == []
 
         r = run_cli(clean_env(settings, DRAWAI_API_KEYS=f"{K1},{K2}"), tmp_path, "add", str(folder), "--url", url)
         assert r.returncode == 0, r.stdout + r.stderr

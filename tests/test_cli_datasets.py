@@ -70,7 +70,7 @@ def test_add_folder_and_zip_then_list_and_show(api: str, tmp_path: Path) -> None
     folder = kaggle_folder(tmp_path)
     r = drawai("add", str(folder), "--url", api)
     assert r.returncode == 0, r.stdout + r.stderr
-    listed = httpx.get(f"{api}/datasets").json()
+    listed = httpx.get(f"{api}/datasets").json()["data"]
     assert len(listed) == 1
     ds = listed[0]
     assert ds["name"] == "brain_tumor_dataset" and ds["classes"] == {"no": 3, "yes": 6}
@@ -87,7 +87,7 @@ def test_add_folder_and_zip_then_list_and_show(api: str, tmp_path: Path) -> None
             zf.write(p, p.relative_to(folder).as_posix())
     r = drawai("--url", api, "add", str(archive), "--name", "from zip")
     assert r.returncode == 0, r.stdout + r.stderr
-    listed = httpx.get(f"{api}/datasets").json()
+    listed = httpx.get(f"{api}/datasets").json()["data"]
     assert [d["name"] for d in listed] == ["brain_tumor_dataset", "from zip"]
     second = listed[1]
     assert second["classes"] == {"no": 3, "yes": 6} and second["id"] in r.stdout
@@ -144,7 +144,7 @@ def test_refusals_exit_1_with_the_servers_detail(api: str, tmp_path: Path) -> No
 
     r = drawai("show", "ds-000000000000", "--url", api)
     assert r.returncode == 1 and "HTTP 404" in r.stderr, r.stderr
-    assert httpx.get(f"{api}/datasets").json() == []
+    assert httpx.get(f"{api}/datasets").json()["data"] == []
 
 
 def test_missing_path_and_unreachable_server_exit_1(tmp_path: Path) -> None:

@@ -338,7 +338,7 @@ def test_hostile_upload_is_refused(
     r = upload(client, build())
     assert r.status_code == expected, r.text
     assert detail in r.json()["detail"]
-    assert client.get("/datasets").json() == []
+    assert client.get("/datasets").json()["data"] == []
     sandbox()
 
 
@@ -374,10 +374,10 @@ def test_bad_requests(
 
 # -- list, show, delete ---------------------------------------------------------------------
 def test_list_show_delete(client: TestClient, settings: Settings) -> None:
-    assert client.get("/datasets").json() == []
+    assert client.get("/datasets").json()["data"] == []
     first = upload(client, zip_bytes({"a.png": png(ellipse())}), name="first").json()
     second = upload(client, zip_bytes({"b.png": png(ellipse())}), name="second").json()
-    assert [d["id"] for d in client.get("/datasets").json()] == [first["id"], second["id"]]
+    assert [d["id"] for d in client.get("/datasets").json()["data"]] == [first["id"], second["id"]]
     assert client.get(f"/datasets/{first['id']}").json() == first
     r = client.get("/datasets/ds-nothing")
     assert r.status_code == 404 and "detail" in r.json()
@@ -386,7 +386,7 @@ def test_list_show_delete(client: TestClient, settings: Settings) -> None:
     assert client.delete(f"/datasets/{first['id']}").status_code == 204
     assert client.get(f"/datasets/{first['id']}").status_code == 404
     assert client.delete(f"/datasets/{first['id']}").status_code == 404
-    assert [d["id"] for d in client.get("/datasets").json()] == [second["id"]]
+    assert [d["id"] for d in client.get("/datasets").json()["data"]] == [second["id"]]
     assert not Path(settings.home, "datasets", first["id"]).exists()
 
 
@@ -423,7 +423,7 @@ def test_damaged_dataset_is_skipped_in_the_list_and_409_alone(
     else:
         (folder / damage.split()[0]).unlink()
 
-    assert [d["id"] for d in client.get("/datasets").json()] == [good["id"]]
+    assert [d["id"] for d in client.get("/datasets").json()["data"]] == [good["id"]]
     for path in (f"/datasets/{bad['id']}", f"/datasets/{bad['id']}/preview.png"):
         r = client.get(path)
         assert r.status_code == 409, (path, r.text)

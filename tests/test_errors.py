@@ -169,3 +169,26 @@ def test_each_domain_error_has_one_http_status() -> None:
     for error, status in cases.items():
         assert status_of(error) == status, type(error).__name__
         assert error.detail and str(error) == error.detail  # the client's sentence, unquoted (KeyError would quote)
+
+
+def test_list_routes_page_with_limit_and_offset(settings: Settings) -> None:
+    """``GET /datasets``, ``/jobs`` and ``/models`` answer ``{data, count, limit, offset}``; a bad limit is a 422."""
+    store = Store(settings.home).ensure()
+    ids = [put_dataset(store, blobs(4, seed=i)).id for i in range(5)]
+    with TestClient(create_app(settings)) as c:
+        whole = c.get("/datasets").json()
+        assert [d["id"] for d in whole["data"]] == ids and whole["count"] == 5
+        pages = [c.get("/datasets", params={"limit": 2, "offset": o}).json() for o in (0, 2, 4, 6)]
+        assert [[d["id"] for d in p["data"]] for p in pages] == [ids[:2], ids[2:4], ids[4:], []]
+        assert {p["count"] for p in pages} == {5}
+        for route in ("/datasets", "/jobs", "/models"):
+            for bad in ({"limit": 0}, {"limit": 100_000}, {"offset": -1}, {"limit": "x"}):
+                r = c.get(route, params=bad)
+                assert r.status_code == 422, (route, bad, r.text)
+                assert isinstance(r.json()["detail"], list)
+            page = c.get(route, params={"limit": 1}).json()
+            assert set(page) == {"data", "count", "limit", "offset"} and page["limit"] == 1
+        schema = c.get("/openapi.json").json()
+        for route in ("/datasets", "/jobs", "/models"):
+            ok = schema["paths"][route]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+            assert ok["$ref"].startswith("#/components/schemas/Page_"), (route, ok)

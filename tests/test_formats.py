@@ -523,7 +523,7 @@ def test_hostile_tar_is_refused(case: str, app: Callable[..., TestClient], setti
     r = client.post("/datasets", files={"file": ("upload.tar.gz", build())})
     assert r.status_code == expected, r.text
     assert detail in r.json()["detail"]
-    assert client.get("/datasets").json() == []
+    assert client.get("/datasets").json()["data"] == []
     nothing_stored(settings)
     assert not list(settings.home.parent.rglob("evil*"))
 

@@ -251,7 +251,7 @@ def test_no_active_model_is_503_pointing_at_training(client: TestClient) -> None
     assert r.status_code == 503, r.text
     detail = r.json()["detail"]
     assert "train" in detail.lower()
-    assert client.get("/models").json() == []
+    assert client.get("/models").json()["data"] == []
 
 
 # -- model versions -------------------------------------------------------------------------------
@@ -285,7 +285,8 @@ def test_pinned_version_while_another_is_active(two_models: tuple[str, str], cli
 def test_list_and_describe_models(two_models: tuple[str, str], client: TestClient, store: Store) -> None:
     r = client.get("/models")
     assert r.status_code == 200
-    listed = r.json()
+    assert (r.json()["count"], r.json()["offset"]) == (2, 0)
+    listed = r.json()["data"]
     assert [m["version"] for m in listed] == ["v1", "v2"]
     assert [m["active"] for m in listed] == [False, True]
     assert all(m["image_size"] == SIZE for m in listed)
@@ -334,7 +335,7 @@ def test_activation_switches_generation(model_version: str, store: Store, client
     assert after.headers["x-drawai-model-version"] == "v2"
     assert provenance(after.content)["Model-Version"] == "v2"
     assert after.content != before.content
-    assert [m["active"] for m in client.get("/models").json()] == [False, True]
+    assert [m["active"] for m in client.get("/models").json()["data"]] == [False, True]
 
     assert client.post("/models/v1/activate").status_code == 200  # and back
     assert ok(generate(client, seed=21)).content == before.content

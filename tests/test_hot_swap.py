@@ -266,7 +266,7 @@ def test_broken_model_is_refused_and_the_active_one_keeps_serving(
         assert g.status_code == 200
         assert g.headers["x-drawai-model-version"] == "v1"
         assert g.content == baseline.content
-        assert [m["active"] for m in client.get("/models").json()] == [True, False, False]
+        assert [m["active"] for m in client.get("/models").json()["data"]] == [True, False, False]
 
         # Pinning the broken version is refused too, as a conflict, not a server error.
         pinned = client.post("/generate", params={"model": v2})
@@ -293,7 +293,7 @@ def test_corrupt_manifest_is_refused_with_409(model_version: str, store: Store, 
     assert store.active_version() == "v1"
     assert client.post("/generate").headers["x-drawai-model-version"] == "v1"
     assert client.get(f"/models/{v2}").status_code == 409  # reported, never a 500
-    assert [m["version"] for m in client.get("/models").json()] == ["v1"]  # the damaged one is left out
+    assert [m["version"] for m in client.get("/models").json()["data"]] == ["v1"]  # the damaged one is left out
 
 
 def test_watcher_never_undoes_a_concurrent_activation(two_versions: tuple[str, str], store: Store) -> None:

@@ -67,7 +67,7 @@ def test_bad_specs(client: TestClient, store: Store) -> None:
     assert r.status_code == 422
     assert client.get("/jobs/nope").status_code == 404
     assert client.delete("/jobs/nope").status_code == 404
-    assert client.get("/jobs").json() == []
+    assert client.get("/jobs").json()["data"] == []
 
 
 def test_submit_answers_202_and_lists(client: TestClient, store: Store, redis: Redis, settings: Settings) -> None:
@@ -81,7 +81,7 @@ def test_submit_answers_202_and_lists(client: TestClient, store: Store, redis: R
     queue = Queue(settings.queue_name, connection=redis)
     assert queue.job_ids == [job["id"]]
     assert queue.fetch_job(job["id"]).timeout == settings.job_timeout_s
-    assert [j["id"] for j in client.get("/jobs").json()] == [job["id"]]
+    assert [j["id"] for j in client.get("/jobs").json()["data"]] == [job["id"]]
     # A dataset a queued job trains on cannot be deleted.
     assert client.delete(f"/datasets/{ds.id}").status_code == 409
 
@@ -172,7 +172,7 @@ def test_upload_train_publish(
     assert report["metrics"]["fid"]["computed"] is False and "DRAWAI_FID_WEIGHTS" in report["metrics"]["fid"]["reason"]
     assert [e["epoch"] for e in report["epochs"]] == [1, 2]
     assert manifest.quality is not None and manifest.quality["summary"] == report["summary"]
-    assert client.get("/models").json()[0]["report"] is True
+    assert client.get("/models").json()["data"][0]["report"] is True
     page = client.get(f"/models/{version}/report.html")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert page.text.count("data:image/png;base64,") == len(report["plots"]) + len(report["epochs"])

@@ -86,7 +86,7 @@ def test_rle_bomb_is_refused_from_its_header(
     # 96 MiB (32 MiB decoded, 64 MiB as float32) on top; decoding all the frames would take a minute.
     assert peak < 3 * len(bomb) + (8 << 20), peak
     assert seconds < 20, seconds
-    assert client.get("/datasets").json() == []
+    assert client.get("/datasets").json()["data"] == []
     nothing_stored(settings)
 
 
@@ -122,7 +122,7 @@ def test_decoded_frames_share_the_budget_with_the_archive(
         r = post(both, {"series/IM0.dcm": scans[0], "series/IM1.dcm": scans[1]})
         assert r.status_code == 201, r.text
         assert r.json()["images"] == 6
-    assert len(app().get("/datasets").json()) == (2 if packing == "zip" else 1)
+    assert len(app().get("/datasets").json()["data"]) == (2 if packing == "zip" else 1)
     assert list((settings.home / "tmp").iterdir()) == []
 
 
@@ -169,7 +169,7 @@ def test_a_frame_count_that_lies_about_the_data_is_refused(app: Callable[..., Te
         r = client.post("/datasets", files={"file": ("scans.zip", zip_bytes({f"a/{name}": data}))})
         assert r.status_code == 422, r.text
         assert f"DICOM file a/{name} declares" in r.json()["detail"]
-    assert client.get("/datasets").json() == []
+    assert client.get("/datasets").json()["data"] == []
     nothing_stored(settings)
 
 

@@ -33,6 +33,7 @@ from models.platform.schemas import DatasetInfo
 from service.auth import KeyCheckedRoute, require_key
 from service.deps import QueueDep, SettingsDep, StoreDep
 from service.errors import KEYED, responses
+from service.paging import Page, Paging
 from service.queue import jobs_using_dataset
 from service.uploads import (
     MAX_NAME,
@@ -135,10 +136,10 @@ async def import_dataset(body: ImportRequest, store: StoreDep, settings: Setting
     return await run_in_threadpool(ingest, target, store, settings, name, filename=target.name, allowed=allowed)
 
 
-@router.get("")
-def list_datasets(store: StoreDep) -> list[DatasetInfo]:
-    """Every stored dataset, oldest first."""
-    return store.list_datasets()
+@router.get("", responses=responses(422))
+def list_datasets(store: StoreDep, paging: Paging) -> Page[DatasetInfo]:
+    """The stored datasets, oldest first, a page at a time."""
+    return paging.of(store.list_datasets())
 
 
 @router.get("/{dataset_id}", responses=responses(404, 409, descriptions={**NO_DATASET, **DAMAGED}))

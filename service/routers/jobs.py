@@ -9,6 +9,7 @@ from service import queue as jobq
 from service.auth import KeyCheckedRoute, require_key
 from service.deps import QueueDep, SettingsDep, StoreDep
 from service.errors import KEYED, responses
+from service.paging import Page, Paging
 
 # KeyCheckedRoute: the key is checked before FastAPI reads the JSON spec.
 router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=KeyCheckedRoute)
@@ -35,10 +36,10 @@ def submit_training(spec: TrainSpec, store: StoreDep, queue: QueueDep, settings:
     return jobq.view(jobq.enqueue_training(queue, spec, settings))
 
 
-@router.get("", responses=responses(503))
-def list_jobs(queue: QueueDep) -> list[jobq.JobView]:
-    """All jobs still remembered (finished ones for ``DRAWAI_RESULT_TTL_S``), newest first."""
-    return [jobq.view(j) for j in jobq.list_jobs(queue)]
+@router.get("", responses=responses(422, 503))
+def list_jobs(queue: QueueDep, paging: Paging) -> Page[jobq.JobView]:
+    """The jobs still remembered (finished ones for ``DRAWAI_RESULT_TTL_S``), newest first, a page at a time."""
+    return paging.of([jobq.view(j) for j in jobq.list_jobs(queue)])
 
 
 @router.get("/{job_id}", responses=responses(404, 503, descriptions=NO_JOB))
@@ -54,7 +55,4 @@ def get_job(job_id: str, queue: QueueDep) -> jobq.JobView:
 )
 def cancel_job(job_id: str, queue: QueueDep) -> jobq.JobView:
     """Cancel a queued job at once, or ask a running one to stop at its next step."""
-    try:
-        return jobq.view(jobq.cancel(queue, job_id))
-    except jobq.ConflictError as exc:
-        raise HTTPException(status_code=409, detail=str(exc)) from None
+    return jobq.view(jobq.cancel(queue, job_id))  # ConflictError -> 409 (service.errors)

@@ -19,6 +19,7 @@ from service.auth import require_key
 from service.deps import ModelsDep, StoreDep
 from service.errors import KEYED, responses
 from service.inference import ModelLoadError
+from service.paging import Page, Paging
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -85,11 +86,11 @@ def _summary(m: ModelManifest, active: str | None) -> ModelSummary:
     )
 
 
-@router.get("")
-def list_models(store: StoreDep) -> list[ModelSummary]:
-    """Every model version, oldest first, with which one is active."""
+@router.get("", responses=responses(422))
+def list_models(store: StoreDep, paging: Paging) -> Page[ModelSummary]:
+    """The model versions, oldest first, with which one is active, a page at a time."""
     active = store.active_version()
-    return [_summary(m, active) for m in store.list_models()]
+    return paging.of([_summary(m, active) for m in store.list_models()])
 
 
 @router.get("/{version}", responses=FOUND)
