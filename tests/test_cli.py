@@ -52,7 +52,7 @@ def test_up_serves_and_stops_cleanly_on_sigterm(settings: Settings) -> None:
                 time.sleep(0.2)
         else:
             raise AssertionError("drawai up did not answer")
-        assert httpx.get(f"http://127.0.0.1:{port}/jobs", timeout=5).json() == []
+        assert httpx.get(f"http://127.0.0.1:{port}/jobs", timeout=5).json()["data"] == []
         assert len(processes_of(settings.home)) >= 3  # drawai up, its worker, its API
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)

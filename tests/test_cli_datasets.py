@@ -126,7 +126,7 @@ def test_api_url_setting_is_the_default(api: str, settings: Settings, tmp_path: 
     folder = kaggle_folder(tmp_path)
     r = drawai("add", str(folder / "yes"), env={**env_for(settings), "DRAWAI_API_URL": api})
     assert r.returncode == 0, r.stdout + r.stderr
-    assert httpx.get(f"{api}/datasets").json()[0]["classes"] == {"default": 6}
+    assert httpx.get(f"{api}/datasets").json()["data"][0]["classes"] == {"default": 6}
 
 
 def test_refusals_exit_1_with_the_servers_detail(api: str, tmp_path: Path) -> None:
