@@ -130,8 +130,8 @@ class DatasetInfo(BaseModel):
         return self.split.train if self.split is not None else self.images
 
 
-class ModelManifest(BaseModel):
-    """``model.json`` of a model version."""
+class ModelIdentity(BaseModel):
+    """What names a model version and what it draws: the fields every view of a version shows."""
 
     model_config = ConfigDict(extra="allow", protected_namespaces=())
 
@@ -142,8 +142,14 @@ class ModelManifest(BaseModel):
     conditional: bool
     classes: dict[str, int]
     dataset: str
-    dataset_sha256: str
     job_id: str
+    created: str
+
+
+class ModelManifest(ModelIdentity):
+    """``model.json`` of a model version."""
+
+    dataset_sha256: str
     spec: dict
     epochs: int
     steps: int
@@ -153,7 +159,6 @@ class ModelManifest(BaseModel):
     onnx_opset: int
     onnx_inputs: list[str]
     library_versions: dict[str, str]
-    created: str
     trained_on: str = "cpu"  # the training device type
     # The quality report's headline ({"summary", "report": "report.json", "seconds"}), {"error": ...} when the
     # evaluation failed, None for versions published before evaluation existed.

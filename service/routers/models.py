@@ -9,12 +9,13 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from models.platform.errors import CorruptError, NotFoundError
-from models.platform.schemas import ModelManifest
+from models.platform.schemas import ModelIdentity, ModelManifest
 from models.platform.store import REPORT_JSON, Store
 from models.report.page import render
+from models.report.schema import QualityReport
 from service.auth import require_key
 from service.deps import ModelsDep, StoreDep
 from service.errors import KEYED, responses
@@ -29,37 +30,20 @@ PNG: dict[int | str, dict[str, Any]] = {
 }
 
 
-class ModelSummary(BaseModel):
+class ModelSummary(ModelIdentity):
     """One version in ``GET /models``."""
 
-    version: str
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
     active: bool
-    architecture: str
-    image_size: int
-    latent_dim: int
-    conditional: bool
-    classes: dict[str, int]
-    dataset: str
-    job_id: str
-    created: str
-    report: bool  # whether it has a quality report
+    report: bool = Field(description="whether it has a quality report")
 
 
-class ModelView(BaseModel):
-    """``GET /models/{version}``: the manifest (``model.json``, less its loss history) and whether it is active."""
+class ModelView(ModelManifest):
+    """``GET /models/{version}``: the manifest (``model.json``, less an old version's loss history) and whether
+    it is active; fields of newer manifests are kept as stored."""
 
-    model_config = ConfigDict(extra="allow", protected_namespaces=())  # every other manifest field, as stored
-
-    version: str
     active: bool
-    architecture: str
-    image_size: int
-    latent_dim: int
-    conditional: bool
-    classes: dict[str, int]
-    dataset: str
-    created: str
-    quality: dict[str, Any] | None = None
 
 
 class Activation(BaseModel):
@@ -71,19 +55,8 @@ class Activation(BaseModel):
 
 
 def _summary(m: ModelManifest, active: str | None) -> ModelSummary:
-    return ModelSummary(
-        version=m.version,
-        active=m.version == active,
-        architecture=m.architecture,
-        image_size=m.image_size,
-        latent_dim=m.latent_dim,
-        conditional=m.conditional,
-        classes=m.classes,
-        dataset=m.dataset,
-        job_id=m.job_id,
-        created=m.created,
-        report=bool(m.quality and "report" in m.quality),
-    )
+    identity = m.model_dump(include=set(ModelIdentity.model_fields))
+    return ModelSummary(**identity, active=m.version == active, report=bool(m.quality and "report" in m.quality))
 
 
 @router.get("", responses=responses(422))
@@ -130,10 +103,13 @@ def _report(store: Store, version: str) -> tuple[dict[str, Any], Path]:
 
 
 @router.get("/{version}/report", responses=FOUND)
-def get_report(version: str, store: StoreDep) -> dict[str, Any]:
+def get_report(version: str, store: StoreDep) -> QualityReport:
     """The quality report (``report.json``): every metric with its real-vs-real reference, and the summary."""
     report, _ = _report(store, version)
-    return report
+    try:
+        return QualityReport.model_validate(report)
+    except ValueError:
+        raise CorruptError(f"model {version}: {REPORT_JSON} is not a quality report") from None
 
 
 @router.get("/{version}/report.html", response_class=HTMLResponse, responses=FOUND)
