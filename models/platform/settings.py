@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     intensity_low_pct: float = Field(default=0.5, ge=0.0, lt=100.0)
     intensity_high_pct: float = Field(default=99.5, gt=0.0, le=100.0)
     # Folder that POST /datasets/import may read datasets from (a folder, archive or volume under
-    # it); None: server-side import is disabled (403).
+    # it); None: server-side import is disabled (the route refuses).
     import_dir: Path | None = None
 
     # Jobs.
