@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     batch_max_size: int = Field(default=64, ge=1)
     batch_max_wait_ms: float = Field(default=5.0, ge=0)
     # Backpressure: most latent rows one API process holds admitted (waiting, in the running batch, being
-    # encoded) before POST /generate answers 429 with Retry-After. 256 = 4 batches of the default 64: about
+    # encoded) before POST /generate refuses more, with Retry-After. 256 = 4 batches of the default 64: about
     # 4 inference calls of queue, and one request of the default max_count fits. A request larger than the
     # bound is still admitted when nothing else is in flight.
     max_queued_rows: int = Field(default=256, ge=1)
