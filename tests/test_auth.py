@@ -423,13 +423,13 @@ def test_cli_sends_the_key_to_an_api_with_keys(settings: Settings, tmp_path: Pat
 
 
 class _Recorder(BaseHTTPRequestHandler):
-    """Answers ``GET /datasets`` with ``[]`` and remembers each request's ``Authorization`` header."""
+    """Answers ``GET /datasets`` with an empty page and remembers each request's ``Authorization`` header."""
 
     seen: ClassVar[list[str | None]] = []
 
     def do_GET(self) -> None:
         self.seen.append(self.headers.get("Authorization"))
-        body = b"[]"
+        body = b'{"data": [], "count": 0, "limit": 500, "offset": 0}'
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
