@@ -16,17 +16,9 @@ from typing import Any
 from models.platform.settings import Settings, get_settings
 
 DEMO_DATA = Path(__file__).resolve().parent.parent / "data" / "demo" / "mni152_axial"
-# Sized for two CPU cores: a small DCGAN at 64 px trains in a few minutes.
-DEMO_SPEC: dict[str, Any] = {
-    "architecture": "dcgan",
-    "image_size": 64,
-    "width": 32,
-    "epochs": 300,
-    "batch_size": 16,
-    "augment": True,
-    "seed": 7,
-    "activate": True,
-}
+# The "quick" preset (models.platform.schemas.PRESETS): the best recipe benchmarks/quality.py measured for at
+# most 5 minutes on two CPU cores.
+DEMO_SPEC: dict[str, Any] = {"preset": "quick", "seed": 7, "activate": True}
 
 
 def _logging(level: str = "INFO") -> None:
@@ -108,6 +100,12 @@ def _follow(client: Any, job_id: str) -> dict[str, Any]:
             job = client.get(f"/jobs/{job_id}").raise_for_status().json()
             p = job.get("progress") or {}
             losses = f"D {p['d_loss']:.3f}  G {p['g_loss']:.3f}" if p.get("d_loss") is not None else ""
+            if p.get("augment_p") is not None:
+                losses += f"  aug p {p['augment_p']:.2f}"
+            if p.get("snapshot"):
+                losses += f"  best snapshot @{p['snapshot']['step']} (c2st {p['snapshot']['c2st_auc']:.2f})"
+            if p.get("warning"):
+                losses += f"  [red]{p['warning']}[/red]"
             phase = f"{p.get('phase', job['status'])} epoch {p.get('epoch', 0)}/{p.get('epochs', '?')}"
             if p.get("detail"):  # evaluating: the metric being computed
                 phase = f"{p['phase']}: {p['detail']}"
@@ -169,9 +167,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
             files = {"file": ("mni152_axial.zip", _zip_folder(DEMO_DATA), "application/zip")}
             ds = client.post("/datasets", files=files, data={"name": "mni152-axial-demo"}).raise_for_status().json()
             print(f"dataset {ds['id']}: {ds['images']} real axial T1 slices (MNI ICBM152 2009a)")
-            spec = {**DEMO_SPEC, "dataset": ds["id"], "epochs": args.epochs}
+            spec = {**DEMO_SPEC, "dataset": ds["id"], **({"epochs": args.epochs} if args.epochs else {})}
             job = client.post("/jobs/train", json=spec).raise_for_status().json()
-            print(f"training job {job['id']}: {spec['architecture']} {spec['image_size']} px, {spec['epochs']} epochs")
+            s = job["spec"]
+            length = f"{s['kimg']:g} kimg" if s.get("kimg") else f"{s['epochs']} epochs"
+            print(f"training job {job['id']}: preset {s['preset_used']}, {s['architecture']} {s['image_size']} px, "
+                  f"{s['loss']} loss, {length}")  # fmt: skip
             job = _follow(client, job["id"])
             if job["status"] != "finished":
                 print(f"job {job['status']}: {job.get('error')}", file=sys.stderr)
@@ -406,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("demo", help="train on the bundled real MRI slices and write samples")
     p.add_argument("--out", default="drawai-demo")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--epochs", type=int, default=DEMO_SPEC["epochs"])
+    p.add_argument("--epochs", type=int, default=None, help="train this many epochs (default: the preset's length)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("evaluate", help="write a model version's quality report against real images to a folder")

@@ -170,7 +170,7 @@ def test_import_needs_a_key(make_keyed: Keyed, store: Store, tmp_path: Path) -> 
 def test_training_needs_a_key(keyed_client: tuple[TestClient, BodySpy], store: Store, redis: Redis) -> None:
     client, spy = keyed_client
     ds = put_dataset(store, blobs(12))
-    spec = {"dataset": ds.id, "image_size": 32, "width": 8, "batch_size": 4, "epochs": 1}
+    spec = {"dataset": ds.id, "architecture": "dcgan", "image_size": 32, "width": 8, "batch_size": 4, "epochs": 1}
     assert_refused(client, spy, "POST", "/jobs/train", json=spec)
     # Before FastAPI parses the body: a malformed or invalid one is refused for the key, not with 422.
     assert_refused(client, spy, "POST", "/jobs/train", content=b"{oops", headers={"content-type": "application/json"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -139,7 +140,7 @@ def test_upload_train_publish(
     steps = 2 * (ds["split"]["train"] // 16)  # training reads the training split only
     p = job["progress"]
     assert (p["phase"], p["epoch"], p["epochs"], p["step"], p["steps"]) == ("done", 2, 2, steps, steps)
-    assert p["d_loss"] > 0 and p["g_loss"] > 0 and p["images_per_s"] > 0 and p["eta_s"] == 0
+    assert p["d_loss"] > 0 and math.isfinite(p["g_loss"]) and p["images_per_s"] > 0 and p["eta_s"] == 0
     assert job["started_at"] and job["ended_at"] and job["error"] is None
     assert job_id in FinishedJobRegistry(settings.queue_name, connection=redis).get_job_ids()
 
@@ -155,7 +156,11 @@ def test_upload_train_publish(
     out = ort_session(mdir / "generator.onnx").run(["image"], {"z": np.zeros((3, 16), np.float32)})[0]
     assert out.shape == (3, 1, 32, 32)
     assert (mdir / "samples.png").is_file()
-    assert sorted(p.name for p in (store.job_dir(job_id) / "samples").iterdir()) == ["epoch_0001.png", "epoch_0002.png"]
+    assert sorted(p.name for p in (store.job_dir(job_id) / "samples").iterdir()) == [
+        "epoch_0001.png",
+        "epoch_0002.png",
+        "published.png",  # the published generator's grid (the chosen snapshot)
+    ]
 
     # The worker evaluated the version against the held-out split before publishing it.
     report = client.get(f"/models/{version}/report").json()

@@ -128,7 +128,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[L
     dataset = put_dataset(store, blobs(12), name="fuzz")
     pristine = root / "pristine"
     shutil.copytree(store.dataset_dir(dataset.id), pristine)
-    spec = TrainSpec(dataset=dataset.id, image_size=32, batch_size=4, epochs=1)
+    spec = TrainSpec(dataset=dataset.id, architecture="dcgan", image_size=32, batch_size=4, epochs=1)
     job = jobq.enqueue_training(Queue(settings.queue_name, connection=conn), spec, settings)  # no worker: queued
     app = create_app(settings)
     port = free_port()

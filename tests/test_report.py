@@ -182,7 +182,7 @@ def test_canceled_or_failed_evaluation(store: Store, tmp_path: Path) -> None:
     from models.platform.schemas import TrainSpec
 
     ds = put_dataset(store, blobs(16))
-    spec = TrainSpec(dataset=ds.id, image_size=32, width=8, latent_dim=16, batch_size=8, epochs=1)
+    spec = TrainSpec(dataset=ds.id, architecture="dcgan", image_size=32, width=8, latent_dim=16, batch_size=8, epochs=1)
     result = train(spec, store.load_dataset(ds.id)[0], tmp_path / "job")
 
     def cancel(staged: Path) -> dict:

@@ -152,7 +152,9 @@ def train(spec: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError("worker.jobs.train must run inside an RQ job")
     settings = get_settings()
     store = Store(settings.home).ensure()
-    train_spec = TrainSpec.model_validate(spec)
+    device = select_device(settings.device)
+    # "auto" is the "standard" preset on a GPU and "quick" on a CPU: the worker decides, knowing its device.
+    train_spec = TrainSpec.model_validate(spec, context={"gpu": device.type == "cuda"})
     reporter = JobReporter(job)
     if reporter.cancel_requested():
         return reporter.mark_canceled()
@@ -165,16 +167,22 @@ def train(spec: dict[str, Any]) -> dict[str, Any]:
     reporter.phase("loading")
     dataset = store.get_dataset(train_spec.dataset)
     images, _labels = store.load_dataset(train_spec.dataset, split="train")  # never the held-out split
-    ctx = TrainingContext(store, settings, dataset, images, select_device(settings.device), store.job_dir(job.id),
-                          reporter)  # fmt: skip
-    log.info("job %s: training %s on %s (%d training images of %d) on %s", job.id, train_spec.architecture,
-             dataset.id, len(images), dataset.images, ctx.device)  # fmt: skip
+    ctx = TrainingContext(store, settings, dataset, images, device, store.job_dir(job.id), reporter)
+    log.info("job %s: training %s (preset %s) on %s (%d training images of %d) on %s", job.id,
+             train_spec.architecture, train_spec.preset_used, dataset.id, len(images), dataset.images,
+             ctx.device)  # fmt: skip
+    scorer = None
+    if train_spec.snapshots:
+        from models.quality.snapshots import SnapshotScorer
+
+        scorer = SnapshotScorer(images, train_spec.image_size, train_spec.latent_dim, train_spec.seed)
 
     # -- training, then exporting, evaluating and publishing ------------------------------------------
     every = train_spec.checkpoint_every or settings.checkpoint_every_steps
     try:
         result = run_training(train_spec, images, ctx.workdir, device=ctx.device, checkpoint_every=every,
-                              progress_fn=reporter.progress, abort_fn=reporter.should_abort)  # fmt: skip
+                              progress_fn=reporter.progress, abort_fn=reporter.should_abort,
+                              score_fn=scorer)  # fmt: skip
         if reporter.cancel_requested():
             return reporter.mark_canceled()
         reporter.phase("exporting", detail=None)

@@ -17,6 +17,8 @@ the loss; ``LOSSES`` maps the names of ``TrainSpec.loss`` to them.
 - ``wgan-gp``: Gulrajani et al. 2017: the critic ``D(G(z)) - D(x)``, the generator ``-D(G(z))``,
   and the gradient penalty ``gp_weight * (||grad D(x_hat)||_2 - 1)^2`` on random interpolates of
   real and fake as its regulariser (weight 10, the paper's).
+
+``r1_penalty`` is the optional R1 penalty on reals (``TrainSpec.r1_gamma``), for any of them.
 """
 
 from __future__ import annotations
@@ -81,6 +83,16 @@ class WGANGPLoss:
         x_hat = (alpha * real + (1 - alpha) * fake.detach()).requires_grad_(True)
         (grad,) = torch.autograd.grad(D(x_hat).sum(), x_hat, create_graph=True)
         return self.gp_weight * ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+
+
+def r1_penalty(D: nn.Module, real: torch.Tensor, gamma: float) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): ``gamma / 2 * E ||grad_x D(x)||^2`` on real images, added to D's loss.
+
+    Used with any loss (``TrainSpec.r1_gamma``); it keeps D flat around the data, which stabilises small-data runs.
+    """
+    x = real.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(D(x).sum(), x, create_graph=True)
+    return 0.5 * gamma * grad.flatten(1).pow(2).sum(dim=1).mean()
 
 
 LOSSES: dict[str, type[BCELoss] | type[HingeLoss] | type[WGANGPLoss]] = {

@@ -2,7 +2,8 @@
 
 ``dcgan-seed`` is the report's Keras network, layer for layer (the same parameter counts,
 Keras "same" padding reproduced with explicit zero padding, Glorot-uniform init). ``dcgan`` is
-the DCGAN of Radford et al. (2015) at 32-256 px with a configurable width.
+the DCGAN of Radford et al. (2015) at 32-256 px with a configurable width and discriminator
+normalisation; ``fastgan`` (``models.gan.fastgan``) is Liu et al.'s (2021) few-shot GAN.
 
 Generators map ``z [N, latent]`` to ``image [N, 1, H, W]`` in ``[-1, 1]``; discriminators
 return logits ``[N, 1]`` (the sigmoid lives in the BCE-with-logits loss, which is the same
@@ -12,9 +13,11 @@ function, numerically safer).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 from models.platform.schemas import TrainSpec
 
@@ -118,33 +121,42 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """size x size -> 4x4 by stride-2 convs; LeakyReLU, BatchNorm after the first; a 4x4 conv to one logit."""
+    """size x size -> 4x4 by stride-2 convs; LeakyReLU; a 4x4 conv to one logit.
 
-    def __init__(self, image_size: int = 64, width: int = 64) -> None:
+    ``norm``: "batch" (Radford et al.: BatchNorm after every conv but the first), "spectral" (spectral normalisation
+    of every conv, Miyato et al. 2018, no BatchNorm), "none" (neither: a WGAN-GP critic, Gulrajani et al. 2017).
+    """
+
+    def __init__(self, image_size: int = 64, width: int = 64, norm: str = "batch") -> None:
         super().__init__()
         n_down = int(math.log2(image_size)) - 2
+        conv = spectral_conv if norm == "spectral" else nn.Conv2d
         stages: list[nn.Module] = [
-            nn.Sequential(nn.Conv2d(1, width, 4, 2, 1, bias=False), nn.LeakyReLU(LEAK, True))  # [N, w, size/2, size/2]
+            nn.Sequential(conv(1, width, 4, 2, 1, bias=False), nn.LeakyReLU(LEAK, True))  # [N, w, size/2, size/2]
         ]
         ch = width
         for _ in range(n_down - 1):  # each: [N, ch, s, s] -> [N, 2ch, s/2, s/2]
-            stages.append(
-                nn.Sequential(
-                    nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch * 2), nn.LeakyReLU(LEAK, True)
-                )
-            )
+            bn: list[nn.Module] = [nn.BatchNorm2d(ch * 2)] if norm == "batch" else []
+            stages.append(nn.Sequential(conv(ch, ch * 2, 4, 2, 1, bias=False), *bn, nn.LeakyReLU(LEAK, True)))
             ch *= 2
-        stages.append(nn.Sequential(nn.Conv2d(ch, 1, 4, 1, 0, bias=False), nn.Flatten()))  # [N, 1] logit
+        stages.append(nn.Sequential(conv(ch, 1, 4, 1, 0, bias=False), nn.Flatten()))  # [N, 1] logit
         self.main = nn.Sequential(*stages)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.main(x)
 
 
+def spectral_conv(*args: Any, **kwargs: Any) -> nn.Module:
+    """A ``Conv2d`` whose weight is spectrally normalised (one power iteration per forward pass)."""
+    return spectral_norm(nn.Conv2d(*args, **kwargs))
+
+
 def weights_init(m: nn.Module) -> None:
-    """Radford et al.: conv weights N(0, 0.02); BatchNorm scale N(1, 0.02), shift 0."""
+    """Radford et al.: conv weights N(0, 0.02); BatchNorm scale N(1, 0.02), shift 0. A spectrally normalised
+    conv's weight is initialised through its parametrization (the unnormalised original)."""
     if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
-        nn.init.normal_(m.weight, 0.0, 0.02)
+        parametrized = getattr(m, "parametrizations", None)
+        nn.init.normal_(parametrized.weight.original if parametrized is not None else m.weight, 0.0, 0.02)
     elif isinstance(m, nn.BatchNorm2d):
         nn.init.normal_(m.weight, 1.0, 0.02)
         nn.init.zeros_(m.bias)
@@ -160,9 +172,16 @@ def build(spec: TrainSpec) -> tuple[nn.Module, nn.Module]:
         D.apply(keras_init)
     elif spec.architecture == "dcgan":
         G = DCGANGenerator(spec.latent_dim, spec.image_size, spec.width)
-        D = DCGANDiscriminator(spec.image_size, spec.width)
+        D = DCGANDiscriminator(spec.image_size, spec.width, spec.d_norm)
         G.apply(weights_init)
         D.apply(weights_init)
+    elif spec.architecture == "fastgan":
+        from models.gan.fastgan import FastGANDiscriminator, FastGANGenerator, fastgan_init
+
+        G = FastGANGenerator(spec.latent_dim, spec.image_size, spec.width)
+        D = FastGANDiscriminator(spec.image_size, spec.width, spec.d_norm)
+        G.apply(fastgan_init)
+        D.apply(fastgan_init)
     else:  # pragma: no cover - TrainSpec validates the name
         raise ValueError(f"unknown architecture {spec.architecture}")
     return G, D

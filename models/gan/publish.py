@@ -92,7 +92,8 @@ def _write_version(
         onnx_path = staged / "generator.onnx"
         export_generator(result.generator, spec.latent_dim, onnx_path)
         diff = check_parity(result.generator, spec.latent_dim, onnx_path, batch=8, seed=spec.seed)
-        samples = sorted((workdir / "samples").glob("epoch_*.png"))
+        published = workdir / "samples" / "published.png"  # the exported generator's grid at the fixed noise
+        samples = [published] if published.is_file() else sorted((workdir / "samples").glob("epoch_*.png"))
         if samples:
             shutil.copyfile(samples[-1], staged / "samples.png")
         if (workdir / HISTORY).is_file():  # the per-step losses, for the report's loss curves
@@ -121,6 +122,8 @@ def _write_version(
             library_versions=library_versions(),
             created=datetime.now(UTC).isoformat(),
             trained_on=result.device,
+            snapshot=result.snapshot,
+            augment_p=result.augment_p,
         )
         atomic_write_json(staged / "model.json", manifest.model_dump())
         if evaluate is not None:

@@ -13,6 +13,7 @@ from a generator whose state is checkpointed, and the global RNG (dropout) state
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -28,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.gan.augment import diff_augment
-from models.gan.losses import GanLoss, make_loss
+from models.gan.augment import ADA_MIN_SPEED_IMAGES, ADA_SPEED_FRACTION, AdaptiveAugment
+from models.gan.losses import GanLoss, make_loss, r1_penalty
 from models.gan.networks import build
 from models.platform.grids import grid
 from models.platform.schemas import TrainSpec
@@ -38,6 +39,13 @@ log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[dict[str, Any]], None]
 AbortFn = Callable[[], bool]
+# Scores a generator (in eval mode) during training: {"score": lower is better, "collapsed": bool, ...}
+# (models.quality.snapshots). The training loop only calls it and keeps the best.
+ScoreFn = Callable[[nn.Module], dict[str, Any]]
+COLLAPSE_WARNING = (
+    "mode collapse at step {step}: the samples are far more alike than the real slices (diversity check); "
+    "more data, a stronger augmentation or another recipe may help"
+)
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "history.json"  # per-step losses: {"steps_per_epoch", "d_loss": [...], "g_loss": [...]}
 LOG_EVERY = 10  # steps between reads of the losses off the device (and progress reports)
@@ -58,6 +66,9 @@ class TrainResult:
     g_losses: list[float] = field(default_factory=list)
     resumed_from_step: int | None = None
     device: str = "cpu"
+    # Which snapshot was published and why ({"step", "score", ..., "reason", "candidates"}); None: the last.
+    snapshot: dict[str, Any] | None = None
+    augment_p: float | None = None  # the adaptive augmentation probability at the end
 
 
 def select_device(preference: str = "auto") -> torch.device:
@@ -101,41 +112,63 @@ class Run:
     opt_d: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     noise: torch.Generator  # every random draw of the loop (batches' noise, flips, augmentation, penalties)
-    step: int = 0
+    ada: AdaptiveAugment
+    G_ema: nn.Module | None = None  # the moving average of G's weights (what is exported), when spec.ema
+    step: int = 0  # D steps (real batches); G steps are every n_critic-th
     d_losses: list[float] = field(default_factory=list)
     g_losses: list[float] = field(default_factory=list)
     resumed_from: int | None = None
+    snapshots: list[dict[str, Any]] = field(default_factory=list)  # every scored snapshot's metrics
+    best: dict[str, Any] | None = None  # {"metrics": the best snapshot's, "state": its G weights (on the CPU)}
+
+    @property
+    def exported(self) -> nn.Module:
+        """The generator a version would ship now: the moving average when there is one."""
+        return self.G_ema if self.G_ema is not None else self.G
 
 
 @dataclass(frozen=True)
 class Plan:
-    """The shape of a run: images, batch, steps per epoch and in all."""
+    """The shape of a run: images, batch, steps per epoch and in all (a step is one D update on a real batch)."""
 
     n: int
     batch: int
     steps_per_epoch: int
     total_steps: int
     epochs: int
+    snapshot_steps: frozenset[int] = frozenset()
 
     def epoch_of(self, step: int) -> int:
         return math.ceil(step / self.steps_per_epoch)
 
 
 def make_plan(spec: TrainSpec, n: int) -> Plan:
+    """Epochs from ``spec.kimg`` (thousands of real images shown) when set, else ``spec.epochs``; the snapshot
+    steps spread evenly over the second half of the run, the last step always among them."""
     if spec.batch_size > n:
         raise ValueError(f"batch_size {spec.batch_size} is larger than the dataset ({n} images)")
     steps_per_epoch = n // spec.batch_size  # drop the last partial batch (BatchNorm needs > 1 sample)
-    return Plan(n, spec.batch_size, steps_per_epoch, steps_per_epoch * spec.epochs, spec.epochs)
+    epochs = spec.epochs
+    if spec.kimg is not None:
+        epochs = max(1, round(spec.kimg * 1000 / (steps_per_epoch * spec.batch_size)))
+    total = steps_per_epoch * epochs
+    count = min(spec.snapshots, total)
+    snaps = frozenset(total - (total // 2) * k // max(count, 1) for k in range(count)) if count else frozenset()
+    return Plan(n, spec.batch_size, steps_per_epoch, total, epochs, snaps)
 
 
-def new_run(spec: TrainSpec, device: torch.device, use_amp: bool) -> Run:
+def new_run(spec: TrainSpec, device: torch.device, use_amp: bool, total_images: int) -> Run:
     G, D = build(spec)
     G.to(device)
     D.to(device)
-    opt_g = torch.optim.Adam(G.parameters(), lr=spec.lr_g, betas=(spec.beta1, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), lr=spec.lr_d, betas=(spec.beta1, 0.999))
+    opt_g = torch.optim.Adam(G.parameters(), lr=spec.lr_g, betas=(spec.beta1, spec.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), lr=spec.lr_d, betas=(spec.beta1, spec.beta2))
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
-    return Run(G, D, opt_g, opt_d, scaler, torch.Generator().manual_seed(spec.seed + 1))
+    ada = AdaptiveAugment(
+        spec.augment_ops, spec.ada_target, max(ADA_SPEED_FRACTION * total_images, ADA_MIN_SPEED_IMAGES)
+    )
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False) if spec.ema else None
+    return Run(G, D, opt_g, opt_d, scaler, torch.Generator().manual_seed(spec.seed + 1), ada, G_ema)
 
 
 def checkpoint_state(run: Run, spec: TrainSpec, plan: Plan, device: torch.device) -> dict[str, Any]:
@@ -144,15 +177,19 @@ def checkpoint_state(run: Run, spec: TrainSpec, plan: Plan, device: torch.device
         "step": run.step,
         "epoch": run.step // plan.steps_per_epoch,
         "generator": run.G.state_dict(),
+        "generator_ema": run.G_ema.state_dict() if run.G_ema is not None else None,
         "discriminator": run.D.state_dict(),
         "opt_g": run.opt_g.state_dict(),
         "opt_d": run.opt_d.state_dict(),
         "scaler": run.scaler.state_dict(),
+        "ada": run.ada.state_dict(),
         "noise_rng": run.noise.get_state(),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
         "d_losses": run.d_losses,
         "g_losses": run.g_losses,
+        "snapshots": run.snapshots,
+        "best": run.best,
     }
 
 
@@ -166,17 +203,27 @@ def resume(run: Run, path: Path, device: torch.device) -> None:
     run.opt_d.load_state_dict(ckpt["opt_d"])
     if ckpt["scaler"]:  # empty when written by a disabled scaler (a CPU run): the new one starts fresh
         run.scaler.load_state_dict(ckpt["scaler"])
+    if run.G_ema is not None and ckpt.get("generator_ema") is not None:
+        run.G_ema.load_state_dict(ckpt["generator_ema"])
+    if ckpt.get("ada"):
+        run.ada.load_state_dict(ckpt["ada"])
     run.noise.set_state(ckpt["noise_rng"])
     torch.set_rng_state(ckpt["torch_rng"])
     if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
         torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
     run.step, run.d_losses, run.g_losses = ckpt["step"], ckpt["d_losses"], ckpt["g_losses"]
+    run.snapshots, run.best = ckpt.get("snapshots") or [], ckpt.get("best")
     run.resumed_from = run.step
 
 
 def write_history(workdir: Path, run: Run, plan: Plan) -> None:
     """The per-step losses, ``history.json`` beside the checkpoint (published with the version)."""
-    history = {"steps_per_epoch": plan.steps_per_epoch, "d_loss": run.d_losses, "g_loss": run.g_losses}
+    history = {
+        "steps_per_epoch": plan.steps_per_epoch,
+        "d_loss": run.d_losses,
+        "g_loss": run.g_losses,
+        "snapshots": run.snapshots,
+    }
     tmp = workdir / f".{HISTORY}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(history))
     os.replace(tmp, workdir / HISTORY)
@@ -184,6 +231,9 @@ def write_history(workdir: Path, run: Run, plan: Plan) -> None:
 
 def progress(run: Run, plan: Plan, rate: float | None) -> dict[str, Any]:
     """What ``progress_fn`` is told (the job's progress)."""
+    best = run.best["metrics"] if run.best is not None else None
+    latest = run.snapshots[-1] if run.snapshots else None
+    collapsed = bool(latest.get("collapsed")) if latest is not None else None
     return {
         "phase": "training",
         "epoch": plan.epoch_of(run.step),
@@ -195,14 +245,20 @@ def progress(run: Run, plan: Plan, rate: float | None) -> dict[str, Any]:
         "images_per_s": rate,
         "eta_s": (plan.total_steps - run.step) * plan.batch / rate if rate else None,
         "resumed_from_step": run.resumed_from,
+        "augment_p": round(run.ada.p, 4) if run.ada.target is not None else None,
+        "r_t": round(run.ada.r_t, 4) if run.ada.r_t is not None else None,
+        "snapshot": best,
+        "collapsed": collapsed,
+        "warning": COLLAPSE_WARNING.format(step=latest["step"]) if collapsed and latest is not None else None,
     }
 
 
 def save_samples(G: nn.Module, fixed_z: torch.Tensor, path: Path) -> None:
+    was_training = G.training
     G.eval()
     with torch.no_grad():
         fake = G(fixed_z.to(next(G.parameters()).device)).float().cpu().numpy()
-    G.train()
+    G.train(was_training)
     grid(fake, ncols=4).save(path)
 
 
@@ -216,33 +272,79 @@ def real_batch(data: torch.Tensor, order: torch.Tensor, i: int, run: Run, spec: 
     return real
 
 
+def _d_real(run: Run, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """D's logits on reals, and the reconstruction loss of a discriminator that also decodes (fastgan)."""
+    decode = getattr(run.D, "forward_with_reconstruction", None)
+    if callable(decode):
+        logits, rec = decode(x, run.noise)
+        return logits, rec
+    return run.D(x), None
+
+
 def adversarial_step(
-    run: Run, loss: GanLoss, real: torch.Tensor, z: torch.Tensor, augment: bool, use_amp: bool
+    run: Run, loss: GanLoss, real: torch.Tensor, z: torch.Tensor, spec: TrainSpec, use_amp: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One discriminator update, then one generator update; the losses, still on the device."""
+    """One discriminator update and, every ``n_critic``-th step, one generator update; the losses, on the device."""
     device_type = real.device.type
+    g_turn = (run.step + 1) % spec.n_critic == 0
 
     def aug(x: torch.Tensor) -> torch.Tensor:
-        return diff_augment(x, run.noise) if augment else x
+        return run.ada(x, run.noise) if spec.augment else x
 
     with torch.autocast(device_type, dtype=torch.float16, enabled=use_amp):
-        fake = run.G(z)
+        with torch.set_grad_enabled(g_turn):  # no graph through G on critic-only steps
+            fake = run.G(z)
         d_real, d_fake = aug(real), aug(fake.detach())
-        d_loss = loss.d_loss(run.D(d_real), run.D(d_fake))
-        penalty = loss.regularizer(run.D, d_real, d_fake)
-        if penalty is not None:
-            d_loss = d_loss + penalty
+        real_logits, reconstruction = _d_real(run, d_real)
+        run.ada.observe(real_logits)
+        fake_logits = run.D(d_fake)
+        d_loss = loss.d_loss(real_logits, fake_logits)
+        for extra in (reconstruction, loss.regularizer(run.D, d_real, d_fake)):
+            if extra is not None:
+                d_loss = d_loss + extra
+        if spec.r1_gamma > 0:
+            d_loss = d_loss + r1_penalty(run.D, d_real, spec.r1_gamma)
     run.opt_d.zero_grad(set_to_none=True)
     run.scaler.scale(d_loss).backward()
     run.scaler.step(run.opt_d)
 
-    with torch.autocast(device_type, dtype=torch.float16, enabled=use_amp):
-        g_loss = loss.g_loss(run.D(aug(fake)))
-    run.opt_g.zero_grad(set_to_none=True)
-    run.scaler.scale(g_loss).backward()
-    run.scaler.step(run.opt_g)
+    if g_turn:
+        with torch.autocast(device_type, dtype=torch.float16, enabled=use_amp):
+            g_loss = loss.g_loss(run.D(aug(fake)))
+        run.opt_g.zero_grad(set_to_none=True)
+        run.scaler.scale(g_loss).backward()
+        run.scaler.step(run.opt_g)
+        if run.G_ema is not None:
+            update_ema(run.G_ema, run.G, spec.ema_beta, (run.step + 1) // spec.n_critic)
+    else:  # a critic-only step logs G's loss on this batch's fakes, as D saw them before its update
+        g_loss = loss.g_loss(fake_logits.detach())
     run.scaler.update()
     return d_loss.detach(), g_loss.detach()
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, G: nn.Module, beta: float, updates: int) -> None:
+    """``ema <- beta_t * ema + (1 - beta_t) * G``; ``beta_t`` ramps up to ``beta`` over the first updates (so a
+    short run is not dominated by the initial weights); buffers (BatchNorm statistics) are copied."""
+    beta_t = min(beta, (1 + updates) / (10 + updates))
+    for p_ema, p in zip(ema.parameters(), G.parameters(), strict=True):
+        p_ema.lerp_(p.detach(), 1.0 - beta_t)
+    for b_ema, b in zip(ema.buffers(), G.buffers(), strict=True):
+        b_ema.copy_(b)
+
+
+def take_snapshot(run: Run, plan: Plan, score_fn: ScoreFn) -> None:
+    """Score the generator a version would ship now; keep its weights when it is the best so far."""
+    G = run.exported
+    was_training = G.training
+    G.eval()
+    metrics = {"step": run.step, "epoch": plan.epoch_of(run.step), **score_fn(G)}
+    G.train(was_training)
+    run.snapshots.append(metrics)
+    if run.best is None or metrics["score"] < run.best["metrics"]["score"]:
+        state = {k: v.detach().to("cpu", copy=True) for k, v in G.state_dict().items()}
+        run.best = {"metrics": metrics, "state": state}
+    log.info("snapshot at step %d: %s", run.step, {k: v for k, v in metrics.items() if k != "step"})
 
 
 def flush_losses(run: Run, pending: list[torch.Tensor]) -> None:
@@ -254,6 +356,22 @@ def flush_losses(run: Run, pending: list[torch.Tensor]) -> None:
         pending.clear()
 
 
+def final_generator(run: Run) -> tuple[nn.Module, dict[str, Any] | None]:
+    """The generator to publish (the best snapshot's weights when snapshots were scored), and why."""
+    G = run.exported
+    if run.best is None:
+        return G, None
+    chosen = copy.deepcopy(G).eval()
+    chosen.load_state_dict(run.best["state"])
+    best = run.best["metrics"]
+    why = (
+        f"snapshot at step {best['step']} of {len(run.snapshots)} scored: the lowest score ({best['score']:.3f}; "
+        "the classifier test's distance from chance against training slices, plus a penalty when the samples are "
+        "less diverse than the real slices)"
+    )
+    return chosen, {**best, "reason": why, "candidates": run.snapshots, "ema": run.G_ema is not None}
+
+
 def train(
     spec: TrainSpec,
     images: np.ndarray,
@@ -263,6 +381,7 @@ def train(
     checkpoint_every: int = 200,
     progress_fn: ProgressFn | None = None,
     abort_fn: AbortFn | None = None,
+    score_fn: ScoreFn | None = None,
     amp: bool | None = None,
     log_every: int = LOG_EVERY,
 ) -> TrainResult:
@@ -271,7 +390,7 @@ def train(
     ``amp``: mixed precision (fp16 autocast and a gradient scaler); None: on CUDA only. A checkpoint
     resumes on any device and with either setting (written on a CPU, resumed on a GPU, and back).
     Losses are read off the device, and ``progress_fn`` told, every ``log_every`` steps and at the
-    end of every epoch.
+    end of every epoch. With ``score_fn`` and ``spec.snapshots``, the best scored snapshot is returned.
     """
     # -- Phase 1: set-up ----------------------------------------------------------------------
     device = device or select_device()
@@ -283,7 +402,7 @@ def train(
     torch.manual_seed(spec.seed)
     data = prepare_images(images, spec.image_size, device)
     plan = make_plan(spec, len(data))
-    run = new_run(spec, device, use_amp)
+    run = new_run(spec, device, use_amp, plan.total_steps * plan.batch)
     loss = make_loss(spec.loss, run.noise)
     fixed_z = torch.randn(SAMPLES_N, spec.latent_dim, generator=torch.Generator().manual_seed(spec.seed + 2))
 
@@ -306,14 +425,16 @@ def train(
             order = _epoch_order(plan.n, spec.seed, epoch)
         real = real_batch(data, order, i, run, spec)
         z = torch.randn(plan.batch, spec.latent_dim, generator=run.noise).to(device)
-        pending.append(torch.stack(adversarial_step(run, loss, real, z, spec.augment, use_amp)))
+        pending.append(torch.stack(adversarial_step(run, loss, real, z, spec, use_amp)))
         run.step += 1
 
         end_of_epoch = run.step % plan.steps_per_epoch == 0
         if end_of_epoch or run.step % log_every == 0 or run.step % checkpoint_every == 0:
             flush_losses(run, pending)
         if end_of_epoch:
-            save_samples(run.G, fixed_z, workdir / "samples" / f"epoch_{run.step // plan.steps_per_epoch:04d}.png")
+            save_samples(run.exported, fixed_z, workdir / "samples" / f"epoch_{epoch + 1:04d}.png")
+        if score_fn is not None and run.step in plan.snapshot_steps:
+            take_snapshot(run, plan, score_fn)
         if end_of_epoch or run.step % checkpoint_every == 0:
             _save_checkpoint(ckpt_path, checkpoint_state(run, spec, plan, device))
             write_history(workdir, run, plan)
@@ -323,10 +444,14 @@ def train(
         if abort_fn is not None and run.step < plan.total_steps and abort_fn():
             raise TrainingAborted(f"aborted at step {run.step}")
 
-    # -- Phase 4: done ------------------------------------------------------------------------
+    # -- Phase 4: done: the generator to publish --------------------------------------------------
     flush_losses(run, pending)
     write_history(workdir, run, plan)
-    run.G.eval()
     run.D.eval()
+    generator, snapshot = final_generator(run)
+    generator.eval()
+    save_samples(generator, fixed_z, workdir / "samples" / "published.png")
     epochs = run.step // max(plan.steps_per_epoch, 1)
-    return TrainResult(run.G, run.D, run.step, epochs, run.d_losses, run.g_losses, run.resumed_from, device.type)
+    p = run.ada.p if spec.augment and spec.ada_target is not None else None
+    return TrainResult(generator, run.D, run.step, epochs, run.d_losses, run.g_losses, run.resumed_from, device.type,
+                       snapshot, p)  # fmt: skip

@@ -7,43 +7,165 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
-Architecture = Literal["dcgan-seed", "dcgan"]
+Architecture = Literal["dcgan-seed", "dcgan", "fastgan"]
 JobStatus = Literal["queued", "started", "finished", "failed", "canceled"]
+PresetName = Literal["auto", "quick", "standard", "report"]
+LossName = Literal["bce", "hinge", "wgan-gp"]
+DNorm = Literal["batch", "spectral", "none"]
 
 # Image sizes each architecture can produce.
 SUPPORTED_SIZES: dict[str, tuple[int, ...]] = {
     "dcgan-seed": (128,),  # the report's network is fixed at 128 x 128
     "dcgan": (32, 64, 128, 256),
+    "fastgan": (64, 128, 256),
+}
+AUGMENT_OPS = ("color", "translation", "cutout")  # DiffAugment's transforms (models.gan.augment)
+
+# Recipes chosen by measurement (benchmarks/quality.py; docs/training.md says how). A preset fills the fields a
+# spec does not give; "auto" is "standard" on a worker with a GPU and "quick" otherwise.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The best recipe benchmarks/quality.py found for at most 5 minutes on two CPU cores with 50-300 images.
+    "quick": {
+        "architecture": "fastgan",
+        "image_size": 64,
+        "width": 32,
+        "batch_size": 16,
+        "kimg": 40.0,
+        "loss": "hinge",
+        "d_norm": "spectral",
+        "lr_g": 2e-4,
+        "lr_d": 2e-4,
+        "beta1": 0.5,
+        "beta2": 0.999,
+        "ema": True,
+        "augment": True,
+        "ada_target": 0.6,
+        "snapshots": 6,
+    },
+    # For about an hour on one GPU at 128 px (unmeasured until a GPU run: see docs/training.md).
+    "standard": {
+        "architecture": "fastgan",
+        "image_size": 128,
+        "width": 64,
+        "batch_size": 32,
+        "kimg": 2000.0,
+        "loss": "hinge",
+        "d_norm": "spectral",
+        "lr_g": 2e-4,
+        "lr_d": 2e-4,
+        "beta1": 0.5,
+        "beta2": 0.999,
+        "ema": True,
+        "augment": True,
+        "ada_target": 0.6,
+        "snapshots": 10,
+    },
+    # The seed report's recipe, as it is: its Keras DCGAN at 128 px, BCE, Adam 2e-4, 10 epochs, no tricks.
+    "report": {
+        "architecture": "dcgan-seed",
+        "image_size": 128,
+        "epochs": 10,
+        "batch_size": 16,
+        "loss": "bce",
+        "d_norm": "batch",
+        "lr_g": 2e-4,
+        "lr_d": 2e-4,
+        "beta1": 0.5,
+        "beta2": 0.999,
+        "ema": False,
+        "augment": False,
+        "ada_target": None,
+        "snapshots": 0,
+    },
+}
+# WGAN-GP as Gulrajani et al. 2017 train it: 5 critic steps per generator step, Adam 1e-4 with betas (0, 0.9), no
+# BatchNorm in the critic (the penalty is per sample). Applied over a preset, under the fields a spec gives.
+LOSS_DEFAULTS: dict[str, dict[str, Any]] = {
+    "wgan-gp": {"n_critic": 5, "lr_g": 1e-4, "lr_d": 1e-4, "beta1": 0.0, "beta2": 0.9, "d_norm": "none"},
 }
 
 
+def _fill_from_preset(data: dict[str, Any], gpu: bool) -> dict[str, Any]:
+    """``data`` with the fields it does not give taken from its preset (and, for WGAN-GP, the loss's defaults).
+
+    ``given`` records the fields the client gave, so that validating the result again (the worker does, knowing
+    whether it has a GPU) fills the others anew: a spec posted with ``preset: "auto"`` becomes "standard" there.
+    """
+    if "given" in data:  # validated before: only what the client gave counts as given
+        given = {k: data[k] for k in data["given"] if k in data}
+        given.update({k: v for k, v in data.items() if k not in TrainSpec.model_fields})  # extra fields are kept
+    else:
+        given = {k: v for k, v in data.items() if k not in ("given", "preset_used")}
+    name = given.get("preset", "auto")
+    if name not in PRESETS and name != "auto":
+        return data  # the field's own validation names the choices
+    used = ("standard" if gpu else "quick") if name == "auto" else name
+    values = dict(PRESETS[used])
+    if "epochs" in given and "kimg" not in given:
+        values.pop("kimg", None)  # an explicit number of epochs is the length of the run
+    values.update(LOSS_DEFAULTS.get(given.get("loss", values.get("loss", "bce")), {}))
+    added = {k: v for k, v in values.items() if k not in given}
+    return {**given, **added, "given": sorted(given), "preset_used": used}
+
+
 class TrainSpec(BaseModel):
-    """A training job, as posted to ``POST /jobs/train`` and run by the worker."""
+    """A training job, as posted to ``POST /jobs/train`` and run by the worker.
+
+    A ``preset`` fills every field the spec does not give (``PRESETS``); fields given explicitly override it.
+    """
 
     # Extra fields are kept (forward compatibility), never renamed ones.
     model_config = ConfigDict(extra="allow")
 
     dataset: str = Field(min_length=1, max_length=64)
+    preset: PresetName = "auto"  # auto: "standard" on a GPU worker, "quick" otherwise
+    preset_used: str | None = None  # the preset that filled the fields not given (set by validation)
+    given: list[str] = Field(default_factory=list)  # the fields the client gave (set by validation)
     architecture: Architecture = "dcgan"
     image_size: int = 64
     epochs: int = Field(default=10, ge=1, le=100_000)  # the report trained 10 epochs
+    # Length of the run in thousands of real images shown to D (StyleGAN's unit); overrides epochs when set.
+    kimg: float | None = Field(default=None, gt=0, le=100_000)
     batch_size: int = Field(default=16, ge=1, le=4096)
     lr_g: float = Field(default=2e-4, gt=0, le=1.0)  # Adam at 2e-4, as in the report and Radford et al.
     lr_d: float = Field(default=2e-4, gt=0, le=1.0)
     beta1: float = Field(default=0.5, ge=0.0, lt=1.0)  # Radford et al.'s Adam momentum
+    beta2: float = Field(default=0.999, ge=0.0, lt=1.0)
     latent_dim: int = Field(default=100, ge=1, le=4096)
-    # Base channel width of "dcgan" (G and D); 64 is the paper's, 8-16 trains on a CPU in seconds.
+    # Base channel width of "dcgan" and "fastgan" (G and D); 64 is DCGAN's, 8-32 trains on a CPU in minutes.
     width: int = Field(default=64, ge=4, le=1024)
     conditional: bool = False
-    # Small-data augmentation: random flips of the reals, DiffAugment (translation, cutout) of every D input.
-    augment: bool = False
     # The GAN loss (models.gan.losses): the report's "bce", "hinge" (SN-GAN), or "wgan-gp" (gradient penalty 10).
-    loss: Literal["bce", "hinge", "wgan-gp"] = "bce"
+    loss: LossName = "bce"
+    n_critic: int = Field(default=1, ge=1, le=10)  # D (critic) steps per G step; WGAN-GP's default is 5
+    r1_gamma: float = Field(default=0.0, ge=0.0, le=1000.0)  # R1 penalty on reals (Mescheder et al. 2018); 0: off
+    # D's normalisation: "batch" (DCGAN's BatchNorm), "spectral" (Miyato et al. 2018), "none" (WGAN-GP critics).
+    # dcgan-seed keeps the report's discriminator (no normalisation) whatever this says.
+    d_norm: DNorm = "batch"
+    ema: bool = False  # export an exponential moving average of G's weights instead of the raw G
+    ema_beta: float = Field(default=0.999, ge=0.5, lt=1.0)  # EMA decay per step (ramped up over the first steps)
+    # Small-data augmentation: random flips of the reals, and DiffAugment of every D input (augment_policy).
+    augment: bool = False
+    augment_policy: str = ",".join(AUGMENT_OPS)  # DiffAugment's transforms, comma-separated
+    # ADA's target for r_t = E[sign(D(real))] (Karras et al. 2020): the augmentation probability rises while D
+    # overfits (r_t above it) and falls otherwise. None: every D input is augmented (p = 1, DiffAugment's paper).
+    ada_target: float | None = Field(default=0.6, gt=0.0, lt=1.0)
+    # Snapshots of G scored during training (a small classifier test and the diversity check against the
+    # training slices); the best is published. 0: publish the last.
+    snapshots: int = Field(default=0, ge=0, le=50)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     activate: bool = False  # activate the new model version even when another one is active
     checkpoint_every: int | None = Field(default=None, ge=1)  # steps; None: the worker's setting
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict):
+            gpu = bool((info.context or {}).get("gpu", False))
+            return _fill_from_preset(data, gpu)
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> TrainSpec:
@@ -54,9 +176,19 @@ class TrainSpec(BaseModel):
             )
         if self.architecture == "dcgan-seed" and self.latent_dim != 100:
             raise ValueError("dcgan-seed is the report's fixed network: latent_dim must be 100")
+        if self.loss == "wgan-gp" and self.d_norm == "batch" and self.architecture != "dcgan-seed":
+            raise ValueError("wgan-gp penalises each sample's gradient: its critic cannot use BatchNorm (d_norm)")
+        ops = [op.strip() for op in self.augment_policy.split(",") if op.strip()]
+        unknown = sorted(set(ops) - set(AUGMENT_OPS))
+        if unknown or not ops:
+            raise ValueError(f"augment_policy {self.augment_policy!r}: use a comma-separated subset of {AUGMENT_OPS}")
         if self.conditional:
             raise ValueError("conditional training is not supported yet; train one model per class")
         return self
+
+    @property
+    def augment_ops(self) -> tuple[str, ...]:
+        return tuple(op.strip() for op in self.augment_policy.split(",") if op.strip())
 
 
 class JobProgress(BaseModel):
@@ -73,6 +205,12 @@ class JobProgress(BaseModel):
     eta_s: float | None = None
     resumed_from_step: int | None = None
     detail: str | None = None  # what the phase is doing now (the metric being computed while evaluating)
+    augment_p: float | None = None  # the adaptive augmentation probability now (ADA); None: not adaptive
+    r_t: float | None = None  # ADA's overfitting signal, E[sign(D(real))] over the last interval
+    # The best snapshot so far: {"step", "score", "c2st_auc", "diversity_ratio"} (lower score is better).
+    snapshot: dict[str, Any] | None = None
+    collapsed: bool | None = None  # the samples' diversity is far below the real slices' (mode collapse)
+    warning: str | None = None  # a problem worth a look (mode collapse), in words
 
 
 class SplitInfo(BaseModel):
@@ -83,6 +221,10 @@ class SplitInfo(BaseModel):
     fraction: float  # the requested held-out fraction (DRAWAI_HELDOUT_FRACTION)
     seed: int  # DRAWAI_SPLIT_SEED
     classes: dict[str, dict[str, int]] = Field(default_factory=dict)  # class -> {"train": n, "heldout": m}
+    # Grouped by source (models.data.split): the volumes, series and files split whole (or in slabs), and the
+    # slices dropped next to held-out slabs. None: a dataset stored before the split was grouped.
+    groups: int | None = None
+    dropped: int | None = None
 
 
 class SizeSummary(BaseModel):
@@ -160,6 +302,10 @@ class ModelManifest(ModelIdentity):
     onnx_inputs: list[str]
     library_versions: dict[str, str]
     trained_on: str = "cpu"  # the training device type
+    # The snapshot published and why ({"step", "score", "c2st_auc", "diversity_ratio", "collapsed", "reason",
+    # "candidates": every scored snapshot, "ema"}); None: the last step's generator (no snapshots were scored).
+    snapshot: dict[str, Any] | None = None
+    augment_p: float | None = None  # the adaptive augmentation probability at the end of training
     # The quality report's headline ({"summary", "report": "report.json", "seconds"}), {"error": ...} when the
     # evaluation failed, None for versions published before evaluation existed.
     quality: dict[str, Any] | None = None

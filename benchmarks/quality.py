@@ -1,0 +1,178 @@
+"""Quality of the training recipes, side by side: each named recipe trained under one budget on each dataset.
+
+For every dataset (``demo``: the bundled 57 MNI152 axial slices of one skull-stripped volume;
+``kaggle_like``: ``data/bench/kaggle_like.zip``, slices of other heads with skull, mixed sizes and
+padding, varied contrast, and a simulated-lesion minority class, see ``data/bench/NOTICE.md``), the
+script ingests it exactly as ``POST /datasets`` does (same grouped held-out split), then trains every
+recipe for the same number of real images shown (``--kimg``; ``report`` keeps its own 10 epochs, as
+the seed report trained), publishes it the way the worker does (ONNX export, parity, snapshot
+selection) and evaluates it against the held-out split. It prints one table per dataset:
+
+    recipe | minutes | c2st AUC | intensity W1 | MS-SSIM synthetic/real | memorization | snapshot
+
+each next to its real-vs-real reference, and writes every recipe's sample grid and report into
+``--out`` (``<dataset>/<recipe>/samples.png``, ``report.json``), plus ``summary.json``.
+
+Recipes (``RECIPES``): ``report`` (the seed's dcgan-seed preset, as it is), ``old-demo`` (the recipe
+``make demo`` used before the presets: DCGAN 64 px width 32, BCE, BatchNorm D, flips + translation +
+cutout at p = 1, no EMA, the last snapshot), ``quick`` (the preset) and candidates that were measured
+to choose it (``--recipes`` picks any of them).
+
+    python benchmarks/quality.py [--datasets demo,kaggle_like] [--recipes report,old-demo,quick] [--kimg 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DATASETS = {
+    "demo": ROOT / "data" / "demo" / "mni152_axial",
+    "kaggle_like": ROOT / "data" / "bench" / "kaggle_like.zip",
+}
+OLD_DEMO = {
+    "architecture": "dcgan",
+    "image_size": 64,
+    "width": 32,
+    "batch_size": 16,
+    "loss": "bce",
+    "d_norm": "batch",
+    "ema": False,
+    "augment": True,
+    "augment_policy": "translation,cutout",
+    "ada_target": None,
+    "snapshots": 0,
+}
+RECIPES: dict[str, dict[str, Any]] = {
+    "report": {"preset": "report"},
+    "old-demo": {"preset": "quick", **OLD_DEMO},
+    "quick": {"preset": "quick"},
+    # candidates measured to choose "quick" (all at 64 px, width 32, the quick preset's other fields)
+    "dcgan-hinge-sn-ema": {"preset": "quick", "architecture": "dcgan"},
+    "dcgan-wgan-gp-ema": {"preset": "quick", "architecture": "dcgan", "loss": "wgan-gp"},
+    "fastgan-no-ada": {"preset": "quick", "ada_target": None},
+    "fastgan-r1": {"preset": "quick", "r1_gamma": 0.1},
+}
+HEADLINE = ("c2st_auc", "intensity_w1", "diversity_msssim", "memorization")
+
+
+def train_and_evaluate(store: Any, settings: Any, dataset: Any, recipe: str, fields: dict[str, Any], kimg: float,
+                       seed: int, out: Path) -> dict[str, Any]:  # fmt: skip
+    """Train one recipe on one stored dataset, publish it with its report, and return the row of the table."""
+    import torch
+
+    from models.gan.publish import publish
+    from models.gan.training import train
+    from models.platform.schemas import TrainSpec
+    from models.quality.evaluation import EvalConfig, RealImages, evaluate
+    from models.quality.snapshots import SnapshotScorer
+
+    given = {"dataset": dataset.id, "seed": seed, **fields}
+    if "epochs" not in given and fields.get("preset") != "report":
+        given["kimg"] = kimg  # the same budget for every recipe but the report's own 10 epochs
+    spec = TrainSpec.model_validate(given)
+    images, _ = store.load_dataset(dataset.id, split="train")
+    heldout, _ = store.load_dataset(dataset.id, split="heldout")
+    workdir = out / "work"
+    shutil.rmtree(workdir, ignore_errors=True)
+    scorer = SnapshotScorer(images, spec.image_size, spec.latent_dim, spec.seed) if spec.snapshots else None
+    started = time.perf_counter()
+    result = train(spec, images, workdir, device=torch.device("cpu"), score_fn=scorer, checkpoint_every=10**9)
+    minutes = (time.perf_counter() - started) / 60
+    real = RealImages(heldout=heldout, heldout_source="held-out split", train=images, train_source="training split")
+    config = EvalConfig(synthetic_count=500, metrics=HEADLINE)
+
+    def evaluate_staged(staged: Path) -> dict[str, Any]:
+        return evaluate(staged, staged, real, config, samples_dir=workdir / "samples")
+
+    version, _ = publish(store, result, spec, dataset, f"bench-{recipe}", workdir, evaluate=evaluate_staged)
+    model_dir = store.model_dir(version)
+    for name in ("samples.png", "report.json"):
+        if (model_dir / name).is_file():
+            shutil.copyfile(model_dir / name, out / name)
+    report = json.loads((model_dir / "report.json").read_text())
+    snap = result.snapshot
+    return {
+        "recipe": recipe,
+        "minutes": round(minutes, 2),
+        "kimg": round(result.step * spec.batch_size / 1000, 1),
+        "size": spec.image_size,
+        "metrics": report["metrics"],
+        "snapshot": {k: snap[k] for k in ("step", "score", "c2st_auc", "diversity_ratio")} if snap else None,
+        "steps": result.step,
+    }
+
+
+def _cell(metrics: dict[str, Any], name: str) -> tuple[str, str]:
+    m = metrics.get(name) or {}
+    if not m.get("computed", True):
+        return "-", "-"
+    if name == "c2st_auc" or name == "intensity_w1":
+        return f"{m['synthetic_vs_real']:.3f}", f"{m['real_vs_real']:.3f}"
+    if name == "diversity_msssim":
+        return f"{m['synthetic']:.3f}", f"{m['real']:.3f}"
+    return f"{m['likely_copies_fraction']:.3f}", "0.010"
+
+
+def print_table(dataset: str, info: Any, rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    split = info.split
+    title = f"{dataset}: {info.images} slices, classes {info.classes}, held out {split.heldout} (grouped split)"
+    table = Table(title=title)
+    for col in ("recipe", "px", "kimg", "min", "c2st (ref)", "W1 (ref)", "MS-SSIM syn (real)", "copies (ref)",
+                "snapshot"):  # fmt: skip
+        table.add_column(col)
+    for row in rows:
+        cells = [_cell(row["metrics"], name) for name in HEADLINE]
+        snap = row["snapshot"]
+        table.add_row(row["recipe"], str(row["size"]), str(row["kimg"]), f"{row['minutes']:.1f}",
+                      *(f"{v} ({r})" for v, r in cells),
+                      f"step {snap['step']}/{row['steps']}" if snap else "last")  # fmt: skip
+    Console(width=160).print(table)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default="demo,kaggle_like")
+    parser.add_argument("--recipes", default="report,old-demo,quick")
+    parser.add_argument("--kimg", type=float, default=None, help="images shown per recipe (default: quick's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="bench-out/quality")
+    args = parser.parse_args()
+
+    from models.data.ingest import ingest
+    from models.platform.schemas import PRESETS
+    from models.platform.settings import Settings
+    from models.platform.store import Store
+
+    kimg = args.kimg or float(PRESETS["quick"]["kimg"])
+    out = Path(args.out).resolve()
+    summary: dict[str, Any] = {"kimg": kimg, "datasets": {}}
+    for name in args.datasets.split(","):
+        home = out / name / "home"
+        shutil.rmtree(home, ignore_errors=True)
+        settings = Settings(home=home)
+        store = Store(home).ensure()
+        info = ingest(DATASETS[name], store, settings, name)
+        rows = []
+        for recipe in args.recipes.split(","):
+            print(f"[{name}] training {recipe} ...", file=sys.stderr, flush=True)
+            rows.append(train_and_evaluate(store, settings, info, recipe, RECIPES[recipe], kimg, args.seed,
+                                           out / name / recipe))  # fmt: skip
+            print_table(name, info, rows)
+        summary["datasets"][name] = {"info": info.model_dump(include={"images", "classes", "split"}), "rows": rows}
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(f"grids and reports under {out}/<dataset>/<recipe>/ (samples.png, report.json)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
