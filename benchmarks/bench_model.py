@@ -1,7 +1,7 @@
 """The models the benchmarks measure: the report's ``dcgan-seed`` network, and the demo's ``dcgan``.
 
-``SPEC``: 128 px, 27M-parameter generator; ``DEMO_SPEC`` (the load and soak benchmarks): the 64 px
-``dcgan`` of width 32 that ``make demo`` trains. Untrained weights (speed does not depend on them),
+``SPEC``: 128 px, 27M-parameter generator; ``DEMO_SPEC`` (the load and soak benchmarks): the network of
+the ``quick`` preset that ``make demo`` trains. Untrained weights (speed does not depend on them),
 exported to ONNX and published as the active version of a store, with a full manifest. Imported by
 the scripts beside it (``python benchmarks/<script>.py`` puts this folder on ``sys.path``).
 """
@@ -20,9 +20,9 @@ from models.gan.publish import library_versions
 from models.platform.schemas import ModelManifest, TrainSpec
 from models.platform.store import Store, atomic_write_json
 
-SPEC = TrainSpec(dataset="bench", architecture="dcgan-seed", image_size=128)
-# The network `make demo` trains (drawai.cli.DEMO_SPEC): 64 px, width 32; the load and soak benchmarks' default.
-DEMO_SPEC = TrainSpec(dataset="bench", architecture="dcgan", image_size=64, width=32)
+SPEC = TrainSpec(dataset="bench", preset="report")
+# The network `make demo` trains (drawai.cli.DEMO_SPEC: the "quick" preset); the load and soak benchmarks' default.
+DEMO_SPEC = TrainSpec(dataset="bench", preset="quick")
 SPECS = {"dcgan-seed": SPEC, "demo": DEMO_SPEC}
 
 

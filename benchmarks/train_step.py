@@ -24,10 +24,12 @@ from models.gan.networks import build
 from models.gan.training import prepare_images, select_device, train
 from models.platform.schemas import TrainSpec
 
+# The plain loop's recipe (BCE, BatchNorm D, no EMA, no augmentation), pinned over the presets' defaults.
+PLAIN = {"loss": "bce", "d_norm": "batch", "ema": False, "augment": False, "snapshots": 0}
 CASES = [
-    ("dcgan-seed 128px", TrainSpec(dataset="bench", architecture="dcgan-seed", image_size=128, batch_size=8)),
-    ("dcgan 64px", TrainSpec(dataset="bench", architecture="dcgan", image_size=64, batch_size=32)),
-    ("dcgan 128px", TrainSpec(dataset="bench", architecture="dcgan", image_size=128, batch_size=16)),
+    ("dcgan-seed 128px", TrainSpec(dataset="bench", architecture="dcgan-seed", image_size=128, batch_size=8, **PLAIN)),
+    ("dcgan 64px", TrainSpec(dataset="bench", architecture="dcgan", image_size=64, batch_size=32, **PLAIN)),
+    ("dcgan 128px", TrainSpec(dataset="bench", architecture="dcgan", image_size=128, batch_size=16, **PLAIN)),
 ]
 WARMUP = 2  # steps excluded from timing on both sides
 

@@ -39,11 +39,17 @@ from models.platform.schemas import ModelManifest
 from models.platform.store import REPORT_JSON, REPORT_PLOTS, atomic_write_json
 from models.quality import plots as report_plots
 from models.quality.metrics import MEANINGS, METRICS, EvalInputs, compute, nearest_training
+from models.quality.snapshots import collapsed
 from models.report.summary import summarize
 
 log = logging.getLogger(__name__)
 
 REPORT_FORMAT = 1
+RECIPE_FIELDS = ("preset_used", "loss", "d_norm", "ema", "augment_policy", "ada_target", "r1_gamma", "n_critic", "kimg")
+COLLAPSE_NOTE = (
+    "Mode collapse: the synthetic slices are far more alike than the real slices (diversity check, MS-SSIM). "
+    "Do not use them to augment a training set; retrain with more data or another recipe."
+)
 SMALL_REAL_SET = 50  # below this many real images, the report warns that the tests have little power
 
 ProgressFn = Callable[[str, int, int], None]  # (what is being done, steps done, steps in all)
@@ -219,7 +225,19 @@ def model_section(manifest: ModelManifest) -> dict[str, Any]:
         "epochs": manifest.epochs,
         "steps": manifest.steps,
         "augment": bool((manifest.spec or {}).get("augment", False)),
+        "recipe": {k: (manifest.spec or {}).get(k) for k in RECIPE_FIELDS},
+        "augment_p": manifest.augment_p,
+        # which snapshot was published and why (None: the last step's generator)
+        "snapshot": manifest.snapshot,
     }
+
+
+def collapse_flag(metrics: dict[str, Any]) -> bool | None:
+    """Mode collapse by the diversity check (``models.quality.snapshots.collapsed``); None when not computed."""
+    div = metrics.get("diversity_msssim") or {}
+    if not div.get("computed"):
+        return None
+    return collapsed(float(div["synthetic"]), float(div["real"]))
 
 
 def data_section(images: Images, real: RealImages, config: EvalConfig, image_size: int) -> dict[str, Any]:
@@ -298,7 +316,9 @@ def evaluate(
         "closest_pairs": pairs,
         "epochs": epochs,
         "plots": plots,
-        "notes": notes_for(0 if images.heldout is None else len(images.heldout), why_not),
+        "collapsed": collapse_flag(metrics),
+        "notes": notes_for(0 if images.heldout is None else len(images.heldout), why_not)
+        + ([COLLAPSE_NOTE] if collapse_flag(metrics) else []),
         "seconds": seconds,
     }
     atomic_write_json(out_dir / REPORT_JSON, report)

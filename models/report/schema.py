@@ -26,5 +26,6 @@ class QualityReport(BaseModel):
     closest_pairs: list[dict[str, Any]] = Field(default_factory=list)
     epochs: list[dict[str, Any]] = Field(default_factory=list)
     plots: dict[str, str] = Field(default_factory=dict, description="plot name -> path relative to the report")
+    collapsed: bool | None = Field(default=None, description="mode collapse by the diversity check (None: unknown)")
     notes: list[str] = Field(default_factory=list)
     seconds: dict[str, float] = Field(default_factory=dict)
