@@ -167,6 +167,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             files = {"file": ("mni152_axial.zip", _zip_folder(DEMO_DATA), "application/zip")}
             ds = client.post("/datasets", files=files, data={"name": "mni152-axial-demo"}).raise_for_status().json()
             print(f"dataset {ds['id']}: {ds['images']} real axial T1 slices (MNI ICBM152 2009a)")
+            split = ds.get("split") or {}
+            if split:  # one volume: held out in slabs, the slices beside them kept out (docs/datasets.md)
+                print(f"  {split['train']} training, {split['heldout']} held out for the quality report, "
+                      f"{split.get('dropped') or 0} kept out beside the held-out slabs")  # fmt: skip
             spec = {**DEMO_SPEC, "dataset": ds["id"], **({"epochs": args.epochs} if args.epochs else {})}
             job = client.post("/jobs/train", json=spec).raise_for_status().json()
             s = job["spec"]

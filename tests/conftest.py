@@ -162,7 +162,15 @@ def publish_tiny_model(store: Store, seed: int = 0, epochs: int = 1, activate: b
     from models.gan.publish import publish
     from models.gan.training import train
 
-    spec_fields = {"architecture": "dcgan", "image_size": 32, "width": 8, "latent_dim": 16, "batch_size": 8, "epochs": epochs, "seed": seed}
+    spec_fields = {
+        "architecture": "dcgan",
+        "image_size": 32,
+        "width": 8,
+        "latent_dim": 16,
+        "batch_size": 8,
+        "epochs": epochs,
+        "seed": seed,
+    }
     ds = put_dataset(store, blobs(16, seed=seed))
     from models.platform.schemas import TrainSpec
 

@@ -90,7 +90,8 @@ def test_demo_end_to_end(settings: Settings, tmp_path: Path) -> None:
         for pid in processes_of(settings.home):
             os.kill(pid, signal.SIGKILL)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "57 real axial T1 slices" in r.stdout and "model v1 trained and active" in r.stdout
+    assert "45 real axial T1 slices" in r.stdout and "model v1 trained and active" in r.stdout
+    assert "36 training, 9 held out for the quality report, 12 kept out beside the held-out slabs" in r.stdout
     pngs = sorted((out / "images").glob("*.png"))
     assert len(pngs) == 16
     manifest = json.loads((out / "images" / "manifest.json").read_text())

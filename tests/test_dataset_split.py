@@ -1,14 +1,18 @@
-"""What every uploaded dataset gets: duplicate removal, a stratified held-out split, statistics, a preview.
+"""What every uploaded dataset gets: duplicate removal, a held-out split grouped by source, statistics, a preview.
 
-Real uploads through the app (zips built here with Pillow); training and the worker are checked
-to read the training split only.
+Real uploads through the app (zips built here with Pillow, the bundled demo series, a real NIfTI
+volume); training and the worker are checked to read the training split only. The split's own
+rules are unit-tested in tests/test_split.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
+import re
 import zipfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,13 +20,15 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from models.data.curation import stratified_split
+from models.data.curation import GAP_REASON
+from models.data.sources import iter_slices
+from models.data.split import GAP, SLAB
 from models.platform.grids import LABEL_HEIGHT
 from models.platform.schemas import TrainSpec
 from models.platform.settings import Settings
 from models.platform.store import Store
 from service.main import create_app
-from tests.conftest import blobs, put_dataset, spawn_worker
+from tests.conftest import DEMO_SLICES, blobs, put_dataset, spawn_worker
 
 S = 256  # settings.storage_size
 
@@ -50,12 +56,23 @@ def zip_bytes(members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
+def letters(i: int) -> str:
+    """``i`` in letters (a, b, ..., ba, bb, ...): file names that are not a numbered series."""
+    out = ""
+    while True:
+        out = chr(ord("a") + i % 26) + out
+        i //= 26
+        if not i:
+            return out
+
+
 def class_zip(counts: dict[str, int], seed: int = 0) -> bytes:
-    """A folder per class holding ``counts[class]`` distinct slices."""
+    """A folder per class holding ``counts[class]`` distinct slices, each a file of its own (scans of
+    different patients: named by letters, since numbered files of one size are read as one volume)."""
     members = {}
     for c, (name, count) in enumerate(sorted(counts.items())):
         for i in range(count):
-            members[f"scans/{name}/{name}_{i:03d}.png"] = encode(slice_image(seed * 100_000 + c * 1000 + i))
+            members[f"scans/{name}/{name}_{letters(i)}.png"] = encode(slice_image(seed * 100_000 + c * 1000 + i))
     return zip_bytes(members)
 
 
@@ -103,6 +120,7 @@ def test_split_is_stratified_disjoint_and_complete(client: TestClient, settings:
     expected = {"big": (34, 6), "mid": (17, 3), "pair": (2, 0), "single": (1, 0)}  # round(0.15 n), >= 1 trains
     assert split["classes"] == {k: {"train": t, "heldout": h} for k, (t, h) in expected.items()}
     assert (split["train"], split["heldout"], split["fraction"], split["seed"]) == (54, 9, 0.15, 0)
+    assert (split["groups"], split["dropped"]) == (63, 0)  # single files: each its own group, held out whole
     assert info["images"] == 63 and info["classes"] == {"big": 40, "mid": 20, "pair": 2, "single": 1}
 
     store = Store(settings.home)
@@ -143,13 +161,103 @@ def test_split_is_seeded(client: TestClient, settings: Settings, monkeypatch: py
     assert heldout_hashes(settings, reseeded["id"]) != heldout_hashes(settings, first["id"])
 
 
-def test_fraction_setting_keeps_one_training_image_per_class() -> None:
-    labels = np.array([0] * 1 + [1] * 2 + [2] * 3 + [3] * 10)
-    held = stratified_split(labels, 0.5, seed=3)
-    assert [int(held[labels == c].sum()) for c in range(4)] == [0, 1, 2, 5]  # round(1.5) = 2 of 3
-    assert np.array_equal(held, stratified_split(labels, 0.5, seed=3))
-    assert not stratified_split(labels, 0.0, seed=3).any()
-    assert [int(stratified_split(labels, 0.99, seed=0)[labels == c].sum()) for c in range(4)] == [0, 1, 2, 9]
+def stored_positions(settings: Settings, dataset_id: str, position_of: dict[str, int]) -> dict[str, list[int]]:
+    """The sorted slice positions of the training and held-out rows, found by their pixels."""
+    store = Store(settings.home)
+    return {
+        side: sorted(position_of[h] for h in row_hashes(store.load_dataset(dataset_id, split=side)[0]))
+        for side in ("train", "heldout")
+    }
+
+
+def decoded(source: Path, settings: Settings, tmp_path: Path) -> dict[str, str]:
+    """sha256 of each stored slice of ``source`` -> its path, decoded by the real readers."""
+    work = tmp_path / "decode"
+    work.mkdir()
+    return {row_hashes(s.pixels[None])[0]: s.path for s in iter_slices(source, settings, [], work)}
+
+
+def assert_slabs_with_gaps(train: list[int], held: list[int], dropped: list[int], step: int) -> None:
+    """Held-out positions in blocks of ``SLAB`` consecutive stored slices (``step`` apart), ``GAP`` slices
+    dropped on each side of every block, and no training slice nearer than ``GAP + 1`` stored slices."""
+    held_index = np.asarray(held) // step
+    breaks = np.flatnonzero(np.diff(held_index) != 1)
+    assert np.diff(np.concatenate([[-1], breaks, [len(held) - 1]])).tolist() == [SLAB] * (len(held) // SLAB)
+    nearest = np.abs(np.asarray(train)[:, None] - np.asarray(held)[None, :]).min(axis=1)
+    assert nearest.min() == (GAP + 1) * step
+    gap = np.abs(np.asarray(dropped)[:, None] - np.asarray(held)[None, :]).min(axis=1)
+    assert set(gap.tolist()) <= {k * step for k in range(1, GAP + 1)}
+
+
+def test_the_demo_series_is_one_volume_held_out_in_slabs(
+    client: TestClient, settings: Settings, demo_zip: bytes, tmp_path: Path
+) -> None:
+    """57 numbered slices of one volume, every other slice (numbers step by 2): slabs with a gap, in positions."""
+    info = upload(client, demo_zip)
+    split = info["split"]
+    assert (split["groups"], split["heldout"], split["dropped"], split["train"]) == (1, 9, 12, 36)
+    assert info["images"] == 45 == split["train"] + split["heldout"] and info["classes"] == {"default": 45}
+    assert {s["reason"] for s in info["skipped"]} == {GAP_REASON}
+    dropped = sorted(slice_number(s["file"]) for s in info["skipped"])
+    number_of = {h: slice_number(path) for h, path in decoded(DEMO_SLICES, settings, tmp_path).items()}
+    sides = stored_positions(settings, info["id"], number_of)
+    assert sorted(sides["train"] + sides["heldout"] + dropped) == list(range(26, 139, 2))  # every slice, once
+    assert_slabs_with_gaps(sides["train"], sides["heldout"], dropped, step=2)
+    assert sides["heldout"][0] < 60 and sides["heldout"][-1] > 100  # spread from the bottom to the top of the brain
+    again = upload(client, demo_zip)
+    assert again["sha256"] == info["sha256"] and again["skipped"] == info["skipped"]  # the same split, every time
+
+
+def slice_number(path: str) -> int:
+    """The last number in a slice's name: the file number of slice_026.png, k of "vol.nii.gz [axial k]"."""
+    return int(re.findall(r"\d+", path)[-1])
+
+
+def test_a_nifti_volume_is_one_group_held_out_in_slabs(client: TestClient, settings: Settings, tmp_path: Path) -> None:
+    volume = Path(__file__).parent / "data" / "mni152_small.nii.gz"
+    r = client.post("/datasets", files={"file": ("t1.nii.gz", volume.read_bytes())})
+    assert r.status_code == 201, r.text
+    info = r.json()
+    (tmp_path / "t1.nii.gz").write_bytes(volume.read_bytes())
+    number_of = {h: slice_number(path) for h, path in decoded(tmp_path / "t1.nii.gz", settings, tmp_path).items()}
+    sides = stored_positions(settings, info["id"], number_of)
+    dropped = sorted(slice_number(s["file"]) for s in info["skipped"])
+    assert {s["reason"] for s in info["skipped"]} == {GAP_REASON}
+    assert sorted(sides["train"] + sides["heldout"] + dropped) == sorted(number_of.values())  # every slice, once
+    n = len(number_of)
+    assert info["split"]["groups"] == 1 and info["split"]["heldout"] == round(0.15 * n) == len(sides["heldout"])
+    assert_slabs_with_gaps(sides["train"], sides["heldout"], dropped, step=1)  # axial slices k, 1 mm apart
+
+
+def test_several_volumes_hold_whole_volumes_out(client: TestClient, settings: Settings, tmp_path: Path) -> None:
+    """Six scans of 10 numbered slices each, in one class: one patient held out whole, nothing dropped."""
+    members = {}
+    for patient in range(6):
+        for k in range(10):
+            members[f"scans/tumor/{letters(patient)}_slice_{k:02d}.png"] = encode(slice_image(100 * patient + k))
+    data = zip_bytes(members)
+    info = upload(client, data)
+    split = info["split"]
+    assert (split["groups"], split["heldout"], split["train"], split["dropped"]) == (6, 10, 50, 0)
+    (tmp_path / "scans.zip").write_bytes(data)
+    patient_of = {h: path.split("_")[0] for h, path in decoded(tmp_path / "scans.zip", settings, tmp_path).items()}
+    held = {patient_of[h] for h in heldout_hashes(settings, info["id"])}
+    train = {patient_of[h] for h in row_hashes(Store(settings.home).load_dataset(info["id"])[0])}
+    assert len(held) == 1 and len(train) == 5 and not held & train
+
+
+def test_datasets_stored_before_the_split_was_grouped_still_load(client: TestClient, settings: Settings) -> None:
+    info = upload(client, class_zip({"no": 6, "yes": 8}))
+    store = Store(settings.home)
+    path = store.dataset_dir(info["id"]) / "dataset.json"
+    old = json.loads(path.read_text())
+    del old["split"]["groups"], old["split"]["dropped"]  # as written before
+    path.write_text(json.dumps(old))
+    shown = client.get(f"/datasets/{info['id']}").json()
+    assert shown["split"]["groups"] is None and shown["split"]["dropped"] is None
+    assert shown["split"]["train"] == info["split"]["train"]
+    assert len(store.load_dataset(info["id"])[0]) == info["split"]["train"]
+    assert client.get("/datasets").status_code == 200
 
 
 # -- training reads the training split only ------------------------------------------------
@@ -170,7 +278,9 @@ def test_training_sees_only_the_training_split(
         return real_prepare(images, size, device)
 
     monkeypatch.setattr(training, "prepare_images", spy)
-    spec = TrainSpec(dataset=info["id"], image_size=32, width=8, latent_dim=16, batch_size=2, epochs=1)
+    spec = TrainSpec(
+        dataset=info["id"], architecture="dcgan", image_size=32, width=8, latent_dim=16, batch_size=2, epochs=1
+    )
     result = training.train(spec, store.load_dataset(info["id"])[0], store.jobs_dir / "direct")
     assert len(seen[0]) == n_train
     assert not seen[0] & heldout_hashes(settings, info["id"])
@@ -187,7 +297,8 @@ def test_batch_size_is_checked_against_the_training_split(client: TestClient) ->
 
 def test_worker_trains_on_the_training_split(client: TestClient, settings: Settings) -> None:
     info = upload(client, class_zip({"default": 20}))
-    spec = {"dataset": info["id"], "image_size": 32, "width": 8, "latent_dim": 16, "batch_size": 2, "epochs": 1}
+    spec = {"dataset": info["id"], "architecture": "dcgan", "image_size": 32, "width": 8, "latent_dim": 16,
+            "batch_size": 2, "epochs": 1}  # fmt: skip
     job_id = client.post("/jobs/train", json=spec).json()["id"]
     assert spawn_worker(settings).wait(timeout=240) == 0
     job = client.get(f"/jobs/{job_id}").json()

@@ -93,7 +93,9 @@ def test_odd_job_ids_are_404_with_a_json_detail(client: TestClient, job_id: str)
 def test_a_job_id_with_a_suffix_is_not_that_job(client: TestClient, store: Store, settings: Settings) -> None:
     ds = put_dataset(store, blobs(12))
     queue = client.app.state.queue  # type: ignore[attr-defined]
-    job = jobq.enqueue_training(queue, TrainSpec(dataset=ds.id, architecture="dcgan", image_size=32, batch_size=4), settings)
+    job = jobq.enqueue_training(
+        queue, TrainSpec(dataset=ds.id, architecture="dcgan", image_size=32, batch_size=4), settings
+    )
     assert client.get(f"/jobs/{job.id}").json()["id"] == job.id
     assert client.get(f"/jobs/{job.id}:anything").status_code == 404  # RQ alone reads it as job.id
     assert client.delete(f"/jobs/{job.id}:anything").status_code == 404
@@ -125,7 +127,12 @@ def test_redis_down_is_a_documented_503_on_every_route_that_needs_it(store: Stor
         ("GET", "/jobs", "/jobs", None),
         ("GET", "/jobs/{job_id}", "/jobs/abc", None),
         ("DELETE", "/jobs/{job_id}", "/jobs/abc", None),
-        ("POST", "/jobs/train", "/jobs/train", {"dataset": ds.id, "architecture": "dcgan", "image_size": 32, "batch_size": 4}),
+        (
+            "POST",
+            "/jobs/train",
+            "/jobs/train",
+            {"dataset": ds.id, "architecture": "dcgan", "image_size": 32, "batch_size": 4},
+        ),
         ("DELETE", "/datasets/{dataset_id}", f"/datasets/{ds.id}", None),
     ]
     with TestClient(app) as client:

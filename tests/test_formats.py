@@ -28,6 +28,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from pydicom.data import get_testdata_file
 
+from models.data.curation import GAP_REASON
 from models.data.members import Slice
 from models.data.sources import iter_slices
 from models.platform.settings import Settings
@@ -144,15 +145,19 @@ def test_nifti_volume_upload(app: Callable[..., TestClient], settings: Settings)
     assert r.status_code == 201, r.text
     info = r.json()
     assert info["name"] == "mni152_small"
-    assert info["images"] == len(expected) > 40 and info["classes"] == {"default": len(expected)}
-    assert info["skipped"] == []
+    # One volume: held out in slabs, the slices beside them kept out of both sides (tests/test_dataset_split.py).
+    stored, dropped = info["images"], info["split"]["dropped"]
+    assert stored + dropped == len(expected) > 40 and info["classes"] == {"default": stored}
+    assert info["split"]["groups"] == 1 and 0 < dropped < len(expected) // 4
+    assert {s["reason"] for s in info["skipped"]} == {GAP_REASON} and len(info["skipped"]) == dropped
+    assert {s["file"] for s in info["skipped"]} < {f"mni152_small.nii.gz [axial {k}]" for k in expected}
     images, _ = Store(settings.home).load_dataset(info["id"], split="all")
     assert images.shape[1:] == (256, 256) and images.max() == 255
     assert sorted(int(img.max()) for img in images)[0] < 255  # scaled per volume, not stretched per slice
     # A raw body without any name: the gzip magic, then the NIfTI header inside, tell the kind.
     r = client.post("/datasets", content=MNI.read_bytes(), headers={"content-type": "application/gzip"})
     assert r.status_code == 201, r.text
-    assert r.json()["images"] == len(expected)
+    assert r.json()["images"] == stored and r.json()["sha256"] == info["sha256"]  # the same split
 
 
 def test_nifti_orientation_does_not_depend_on_the_stored_axes(tmp_path: Path, plain: Settings) -> None:

@@ -62,7 +62,17 @@ def test_unknown_loss_is_refused() -> None:
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_training_runs_and_resumes_with_every_loss(tmp_path: Path, name: str) -> None:
     """The loop is the same for every loss: finite losses, and a resumed run equals a straight one."""
-    spec = TrainSpec(dataset="x", architecture="dcgan", image_size=32, width=8, latent_dim=16, epochs=2, batch_size=8, seed=1, loss=name)
+    spec = TrainSpec(
+        dataset="x",
+        architecture="dcgan",
+        image_size=32,
+        width=8,
+        latent_dim=16,
+        epochs=2,
+        batch_size=8,
+        seed=1,
+        loss=name,
+    )
     straight = train(spec, blobs(), tmp_path / "a", checkpoint_every=3)
     assert len(straight.d_losses) == 6 and all(math.isfinite(v) for v in straight.d_losses + straight.g_losses)
     calls = {"n": 0}

@@ -41,13 +41,26 @@ def test_explicit_fields_override_the_preset_and_survive_revalidation() -> None:
 
 def test_the_report_preset_is_the_seed_recipe() -> None:
     spec = TrainSpec(dataset="ds", preset="report")
-    assert (spec.architecture, spec.image_size, spec.epochs, spec.loss, spec.kimg) == ("dcgan-seed", 128, 10, "bce", None)
+    assert (spec.architecture, spec.image_size, spec.epochs, spec.loss, spec.kimg) == (
+        "dcgan-seed",
+        128,
+        10,
+        "bce",
+        None,
+    )
     assert not spec.ema and not spec.augment and spec.snapshots == 0
 
 
 def test_wgan_gp_brings_its_own_defaults_unless_given() -> None:
     spec = TrainSpec(dataset="ds", loss="wgan-gp")
-    assert (spec.n_critic, spec.lr_g, spec.lr_d, spec.beta1, spec.beta2, spec.d_norm) == (5, 1e-4, 1e-4, 0.0, 0.9, "none")
+    assert (spec.n_critic, spec.lr_g, spec.lr_d, spec.beta1, spec.beta2, spec.d_norm) == (
+        5,
+        1e-4,
+        1e-4,
+        0.0,
+        0.9,
+        "none",
+    )
     assert TrainSpec(dataset="ds", loss="wgan-gp", n_critic=2).n_critic == 2
     with pytest.raises(ValidationError, match="BatchNorm"):
         TrainSpec(dataset="ds", loss="wgan-gp", d_norm="batch")
@@ -148,9 +161,11 @@ def test_critic_steps_update_the_generator_every_n_critic_steps(tmp_path: Path) 
     G0, _ = build(spec)
     result = train(spec, blobs(40), tmp_path)  # 5 steps of 8: G moves once, at step 5
     assert result.step == 5
-    assert any(not torch.equal(a, b) for a, b in zip(G0.parameters(), result.generator.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(G0.parameters(), result.generator.parameters(), strict=True))
     seen = train(spec.model_copy(update={"epochs": 1}), blobs(32), tmp_path / "short")  # 4 critic steps only
-    assert all(torch.equal(a, b) for a, b in zip(G0.parameters(), seen.generator.parameters()))  # weights, not BN stats
+    assert all(
+        torch.equal(a, b) for a, b in zip(G0.parameters(), seen.generator.parameters(), strict=True)
+    )  # weights, not BN stats
 
 
 # -- snapshot selection -----------------------------------------------------------------------------
@@ -205,7 +220,9 @@ def test_resume_keeps_the_best_snapshot(tmp_path: Path) -> None:
     scorer = PreferStep(best_step=99)  # scores every later snapshot worse than the one kept in the checkpoint
     resumed = train(spec, blobs(), tmp_path / "b", score_fn=scorer, checkpoint_every=2)
     assert resumed.resumed_from_step == 18 and resumed.snapshot is not None and resumed.snapshot["step"] == 16
-    for (name, a), b in zip(straight.generator.state_dict().items(), resumed.generator.state_dict().values()):
+    for (name, a), b in zip(
+        straight.generator.state_dict().items(), resumed.generator.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b), name
 
 

@@ -14,7 +14,9 @@ from models.gan.training import CHECKPOINT, TrainingAborted, select_device, trai
 from models.platform.schemas import TrainSpec
 from tests.conftest import blobs
 
-SPEC = TrainSpec(dataset="x", architecture="dcgan", image_size=32, width=8, latent_dim=16, epochs=3, batch_size=8, seed=3)
+SPEC = TrainSpec(
+    dataset="x", architecture="dcgan", image_size=32, width=8, latent_dim=16, epochs=3, batch_size=8, seed=3
+)
 
 
 def test_train_reports_progress_and_writes_samples(tmp_path: Path) -> None:

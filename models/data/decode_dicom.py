@@ -40,6 +40,7 @@ from models.data import dicom_rle
 from models.data.decode_image import PixelBombError, SkipImage, square_slice
 from models.data.dicom_budget import FrameBudget, charge_inflated, geometry
 from models.data.members import Budget, Member, Slice
+from models.data.split import Source
 from models.platform.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -249,9 +250,10 @@ class DicomSeries:
         for frame in self._frames:
             by_series.setdefault(frame.series, []).append(frame)
         self._file.flush()
-        for series, frames in by_series.items():
+        for index, (series, frames) in enumerate(by_series.items()):
             robust = self._range(series) if any(f.window is None for f in frames) else None
-            for f in sorted(frames, key=lambda f: f.order):
+            group = f"dicom:series {index}"  # an index, never the UID: no header value reaches the store
+            for position, f in enumerate(sorted(frames, key=lambda f: f.order)):
                 count = f.shape[0] * f.shape[1]
                 self._file.seek(f.offset)
                 values = np.frombuffer(self._file.read(count * 4), dtype=np.float32).reshape(f.shape)
@@ -267,4 +269,4 @@ class DicomSeries:
                 except SkipImage as exc:
                     skipped.append({"file": f.path, "reason": exc.reason})
                     continue
-                yield Slice(f.path, f.class_name, pixels, (f.shape[1], f.shape[0]))
+                yield Slice(f.path, f.class_name, pixels, (f.shape[1], f.shape[0]), Source(group, position))

@@ -41,6 +41,7 @@ import numpy as np
 
 from models.data.decode_image import SkipImage, square_slice
 from models.data.members import Budget, Slice
+from models.data.split import Source
 from models.platform.errors import Refused, TooLarge
 from models.platform.settings import Settings
 
@@ -186,4 +187,5 @@ def nifti_slices(
             pixels = square_slice(display, settings, value_range=(0.0, 1.0), pixel_aspect=aspect)
         except SkipImage:  # a slice with body but one value (a solid block): nothing to learn from
             continue
-        yield Slice(f"{path} [{plane} {int(k)}]", class_name, pixels, (display.shape[1], display.shape[0]))
+        where = Source(f"nifti:{path} [{plane}]", int(k))  # one group per volume and plane
+        yield Slice(f"{path} [{plane} {int(k)}]", class_name, pixels, (display.shape[1], display.shape[0]), where)

@@ -21,7 +21,7 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
-from models.data.curation import RowWriter
+from models.data.curation import GAP_REASON, RowWriter
 from models.data.sources import iter_slices
 from models.platform.errors import Refused
 from models.platform.schemas import DatasetInfo
@@ -69,12 +69,13 @@ def ingest(
     with store.staging("dataset") as staged:
         with RowWriter(staged / "rows.u8", size) as rows:
             for item in iter_slices(source, settings, skipped, staged, filename=filename, allowed=allowed):
-                duplicate = rows.add(item.pixels, item.class_name, item.path, item.original_size)
+                duplicate = rows.add(item.pixels, item.class_name, item.path, item.original_size, item.source)
                 if duplicate is not None:
                     skipped.append({"file": item.path, "reason": duplicate})
         if not rows.count:
             raise _no_usable_images(skipped)
         curated = rows.finish(staged, settings.heldout_fraction, settings.split_seed)
+        skipped.extend({"file": file, "reason": GAP_REASON} for file in curated.dropped)
         info = DatasetInfo(
             id=store.new_dataset_id(),
             name=name,

@@ -36,6 +36,7 @@ from typing import IO
 
 import numpy as np
 
+from models.data.split import Source
 from models.platform.errors import Refused, TooLarge
 from models.platform.settings import Settings
 
@@ -96,6 +97,7 @@ class Slice:
     class_name: str
     pixels: np.ndarray  # uint8 [S, S]
     original_size: tuple[int, int]  # (width, height) before resizing and padding
+    source: Source | None = None  # its volume or series and position (None: an image file, grouped at the end)
 
 
 def safe_name(raw: str) -> PurePosixPath:

@@ -384,6 +384,7 @@ def train(
     score_fn: ScoreFn | None = None,
     amp: bool | None = None,
     log_every: int = LOG_EVERY,
+    threads: int | None = None,
 ) -> TrainResult:
     """Train ``spec`` on uint8 ``images [N, S, S]``; resume from ``workdir`` when it holds a checkpoint.
 
@@ -395,7 +396,7 @@ def train(
     # -- Phase 1: set-up ----------------------------------------------------------------------
     device = device or select_device()
     if device.type == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)  # all cores
+        torch.set_num_threads(threads or os.cpu_count() or 1)  # all cores unless told otherwise
     use_amp = device.type == "cuda" if amp is None else amp  # by default only where it pays
     (workdir / "samples").mkdir(parents=True, exist_ok=True)
     ckpt_path = workdir / CHECKPOINT

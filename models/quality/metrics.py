@@ -34,6 +34,10 @@ dataset is gone), two seeded halves of the real images.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -64,7 +68,7 @@ C2ST_SIZE = 64  # the classifier sees images at most this large
 C2ST_EPOCHS = 12
 C2ST_BATCH = 32
 C2ST_REPEATS = 16  # at most this many balanced subsamples, each scored with 2 folds (the mean of 2 per repeat)
-C2ST_FIT_IMAGES = 120  # repeats ~ this / images per side: small sets get more, the cost stays about that of 120
+C2ST_SMALL = 32  # images per side below which one 2-fold estimate spreads by more than about 0.05
 MEMORIZATION_PERCENTILE = 1  # likely copies: closer than this percentile of the held-out real slices' distances
 MEMORIZATION_CONFIDENCE = 0.95  # the reference's upper bound: a generator as novel as real slices exceeds it 1 in 20
 MSSSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, as in torchmetrics
@@ -251,10 +255,15 @@ def _fit_and_score(
 
 
 def c2st_repeats(n: int) -> int:
-    """Subsamples for ``n`` images per side: one 2-fold estimate on a few held-out slices is too noisy to
-    read (AUC 0.1 to 0.8 on the demo's 9 held-out slices), so small sets are scored on more subsamples
-    and folds; the work (repeats x images) stays about that of ``C2ST_FIT_IMAGES`` images, one repeat."""
-    return max(1, min(C2ST_REPEATS, round(C2ST_FIT_IMAGES / max(1, n))))
+    """Subsamples for ``n`` images per side, ``(C2ST_SMALL / n) ** 2`` rounded up, 1 to ``C2ST_REPEATS``.
+
+    One 2-fold estimate on a few held-out slices is too noisy to read: on the demo (real vs real) its
+    spread across classifier seeds is about 0.2 with 9 images per side (readings from 0.1 to 0.8) and
+    0.06 with 28, about as 1 / n; averaging ``r`` subsamples narrows it about as 1 / sqrt(r) (0.04 with
+    13 at 9, 0.05 with 2 at 28). So: 13 repeats for 9 images, 2 for 28, one from 32 up, as before; the
+    work, repeats x images, is at most that of one test on about 130 images per side.
+    """
+    return max(1, min(C2ST_REPEATS, math.ceil((C2ST_SMALL / max(1, n)) ** 2)))
 
 
 def two_sample_auc(
@@ -267,21 +276,35 @@ def two_sample_auc(
         raise MetricSkipped(f"the classifier two-sample test needs at least 4 images per side, got {n}")
     repeats = c2st_repeats(n) if repeats is None else repeats
     aucs = []
-    for r in range(repeats):
-        rng = np.random.default_rng([seed, r])
-        neg = _c2st_input(negatives[rng.permutation(len(negatives))[:n]])
-        pos = _c2st_input(positives[rng.permutation(len(positives))[:n]])
-        fit = torch.zeros(n, dtype=torch.bool)
-        fit[: n // 2] = True
-        for k, mask in enumerate((fit, ~fit)):
-            x_fit, x_test = torch.cat([neg[mask], pos[mask]]), torch.cat([neg[~mask], pos[~mask]])
-            y_fit = torch.cat([torch.zeros(int(mask.sum())), torch.ones(int(mask.sum()))])
-            y_test = torch.cat([torch.zeros(int((~mask).sum())), torch.ones(int((~mask).sum()))])
-            aucs.append(_fit_and_score(x_fit, y_fit, x_test, y_test, seed + 2 * r + k, device))
+    with _one_thread(device == "cpu" and n < C2ST_SMALL):
+        for r in range(repeats):
+            rng = np.random.default_rng([seed, r])
+            neg = _c2st_input(negatives[rng.permutation(len(negatives))[:n]])
+            pos = _c2st_input(positives[rng.permutation(len(positives))[:n]])
+            fit = torch.zeros(n, dtype=torch.bool)
+            fit[: n // 2] = True
+            for k, mask in enumerate((fit, ~fit)):
+                x_fit, x_test = torch.cat([neg[mask], pos[mask]]), torch.cat([neg[~mask], pos[~mask]])
+                y_fit = torch.cat([torch.zeros(int(mask.sum())), torch.ones(int(mask.sum()))])
+                y_test = torch.cat([torch.zeros(int((~mask).sum())), torch.ones(int((~mask).sum()))])
+                aucs.append(_fit_and_score(x_fit, y_fit, x_test, y_test, seed + 2 * r + k, device))
     return float(np.mean(aucs))
 
 
-_two_sample_auc = two_sample_auc  # the name models.quality.snapshots imports
+@contextmanager
+def _one_thread(active: bool) -> Iterator[None]:
+    """The many tiny fits of a small set on one CPU thread: on batches of a few 64 px images intra-op
+    threads cost more than they save, and on a busy machine they wait for each other (the demo's
+    evaluation: 40 s with 2 threads on 2 shared cores, 8 s with one). Restored afterwards."""
+    saved = torch.get_num_threads()
+    if not active or saved == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
 
 
 @register

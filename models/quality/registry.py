@@ -35,7 +35,8 @@ MEANINGS: dict[str, str] = {
     "diversity_msssim": "Mean MS-SSIM between random pairs of images: higher = more alike. Synthetic far above real "
     "means mode collapse.",
     "memorization": "Share of synthetic slices closer to a training slice than 99% of held-out real slices are: "
-    "likely copies of a training patient.",
+    "likely copies of a training patient. The reference is the share real slices as novel as the held-out ones "
+    "would show by chance; at or below it reads as expected, clearly above it as copying.",
     "fid": "Fréchet Inception distance between Inception features of real and synthetic slices: 0 = same feature "
     "distribution.",
     "kid": "Kernel Inception distance (unbiased, mean over subsets): 0 = same feature distribution; less biased than "

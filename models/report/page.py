@@ -27,7 +27,8 @@ _LEAD = {
     "intensity_histograms": "The report's histogram comparison: shares of pixels per intensity (log scale, "
     "MRI slices are mostly black background). intensity_w1 is the distance between these distributions.",
     "closest_pairs": "Nearest first. Red titles: closer than 99% of held-out real slices are to any training "
-    "slice, i.e. likely copies. Fetch one with POST /generate?seed=N on this version.",
+    "slice, i.e. likely copies; a share about the memorization reference is expected by chance (real slices "
+    "show it too), more is a sign of copying. Fetch one with POST /generate?seed=N on this version.",
 }
 
 _TEMPLATE = """<!doctype html>
@@ -59,6 +60,22 @@ _TEMPLATE = """<!doctype html>
   {{ data.synthetic.last_seed }} ({{ data.synthetic.provider }})</td></tr>
 </table>
 {% for note in notes %}<p class="note">{{ note }}</p>{% endfor %}
+{% if model.recipe and model.recipe.preset_used %}
+<p class="muted">Recipe: preset {{ model.recipe.preset_used }}, {{ model.recipe.loss }} loss, D norm
+ {{ model.recipe.d_norm }}{% if model.recipe.ema %}, EMA of G exported{% endif %}{% if model.augment %},
+ DiffAugment {{ model.recipe.augment_policy }}{% if model.augment_p is not none %} (adaptive p ended at
+ {{ "%.2f"|format(model.augment_p) }}){% endif %}{% endif %}.</p>{% endif %}
+{% if model.snapshot %}
+<h2>Published snapshot</h2>
+<p>Step {{ model.snapshot.step }} of {{ model.steps }}: {{ model.snapshot.reason }}.</p>
+<table>
+ <tr><th>step</th><th>score</th><th>c2st AUC vs training</th><th>MS-SSIM ratio</th><th>collapsed</th></tr>
+ {% for c in model.snapshot.candidates %}
+ <tr{% if c.step == model.snapshot.step %} style="font-weight:600"{% endif %}><td>{{ c.step }}</td>
+  <td class="num">{{ fmt(c.score) }}</td><td class="num">{{ fmt(c.c2st_auc) }}</td>
+  <td class="num">{{ fmt(c.diversity_ratio) }}</td><td>{{ "yes" if c.collapsed else "no" }}</td></tr>
+ {% endfor %}
+</table>{% endif %}
 
 <h2>Metrics</h2>
 <table>
