@@ -258,7 +258,7 @@ def test_cli_evaluate_on_a_folder(store: Store, settings: Settings, tmp_path: Pa
     assert bad.returncode == 1 and "no model version 'v42'" in bad.stderr and "v1" in bad.stderr
 
 
-def fake_generator(folder: Path, table: np.ndarray) -> Path:
+def fake_generator(folder: Path, table: np.ndarray, snapshot: dict | None = None) -> Path:
     """A real ONNX "generator" that returns one of ``table``'s uint8 images, picked by the argmax of ``z``.
 
     latent_dim = len(table), so every row is equally likely; one row makes a fully collapsed generator.
@@ -286,7 +286,7 @@ def fake_generator(folder: Path, table: np.ndarray) -> Path:
         version="vfake", architecture="fake", image_size=size, latent_dim=k, conditional=False, classes={},
         dataset="ds-none", dataset_sha256="", job_id="none", spec={}, epochs=1, steps=1,
         final_losses={}, onnx_sha256="", onnx_parity_max_abs_diff=0.0, onnx_opset=17, onnx_inputs=["z"],
-        library_versions={}, created="",
+        library_versions={}, created="", snapshot=snapshot,
     )  # fmt: skip
     (folder / "model.json").write_text(manifest.model_dump_json())
     return folder
@@ -309,7 +309,17 @@ def test_generators_that_copy_or_collapse_are_caught_end_to_end(demo: np.ndarray
     assert "privacy risk" in copier["summary"]["memorization"]["reading"]
     assert "Synthetic slices nearest to a training slice" in embedded_images(render(copier, tmp_path / "copier-report"))
 
-    collapsed = evaluate(fake_generator(tmp_path / "one", train64[10:11]), tmp_path / "one-report", real, config)
+    assert copier["collapsed"] is False
+
+    candidate = {"step": 40, "score": 0.9, "c2st_auc": 0.95, "diversity_ratio": 2.1, "collapsed": True}
+    snapshot = {**candidate, "reason": "the lowest score", "candidates": [candidate]}
+    one = fake_generator(tmp_path / "one", train64[10:11], snapshot=snapshot)
+    collapsed = evaluate(one, tmp_path / "one-report", real, config)
     diversity = collapsed["metrics"]["diversity_msssim"]
     assert diversity["synthetic"] > 0.99 and diversity["synthetic"] > diversity["real"] + 0.3
     assert "mode collapse" in collapsed["summary"]["diversity_msssim"]["reading"]
+    assert collapsed["collapsed"] is True and any(n.startswith("Mode collapse") for n in collapsed["notes"])
+    assert collapsed["model"]["snapshot"]["step"] == 40  # which snapshot was published, and why
+    page = render(collapsed, tmp_path / "one-report")
+    assert "Mode collapse: the synthetic slices are far more alike" in page
+    assert "Published snapshot" in page and "Step 40 of 1: the lowest score" in page
