@@ -78,6 +78,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "ada_target": 0.6,
         "batch_size": 8,
     },
+    "fastgan-w16": {"preset": "quick", "width": 16},
     "fastgan-ct-ada": {"preset": "quick", "augment_policy": "color,translation", "ada_target": 0.6},
     "fastgan-ct": {"preset": "quick", "augment_policy": "color,translation", "ada_target": None},
     "dcgan-sn-ttur": {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import signal
@@ -59,7 +60,7 @@ def test_worker_serves_training_progress_and_job_durations(
         assert samples(text, "drawai_training_images_per_second")[labels] > 0
         losses = samples(text, "drawai_training_loss")
         assert {re.search(r'network="(\w+)"', k).group(1) for k in losses} == {"discriminator", "generator"}  # type: ignore[union-attr]
-        assert all(v > 0 for v in losses.values())
+        assert all(math.isfinite(v) for v in losses.values())  # the hinge loss of G may be negative
         if shutil.which("nvidia-smi") is None:  # no GPU here: no GPU series, and no error either
             assert "drawai_gpu_memory" not in text
 
