@@ -39,8 +39,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
+
+from models.gan.networks import weights_init
 
 SUPPORTED_SIZES = (64, 128, 256)
 LEAK = 0.2  # LeakyReLU slope of the paper's discriminator
@@ -205,24 +206,5 @@ class FastGANDiscriminator(nn.Module):
         return logits, loss
 
 
-def fastgan_init(m: nn.Module) -> None:
-    """The paper's init: conv weights N(0, 0.02); BatchNorm scale N(1, 0.02), shift 0.
-
-    A spectrally normalised conv gets the unnormalised weight drawn, then its power iteration rerun (15 steps, as
-    ``spectral_norm`` does on creation) so that the normaliser matches the new weight from the first step.
-    """
-    if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
-        if parametrize.is_parametrized(m, "weight"):
-            plist = getattr(m, "parametrizations").weight  # noqa: B009 - nn.Module's __getattr__ is loosely typed
-            with torch.no_grad():
-                nn.init.normal_(plist.original, 0.0, 0.02)
-                was_training = plist.training
-                plist.train()
-                for _ in range(15):
-                    _ = m.weight  # one power iteration per access in training mode
-                plist.train(was_training)
-        else:
-            nn.init.normal_(m.weight, 0.0, 0.02)
-    elif isinstance(m, nn.BatchNorm2d):
-        nn.init.normal_(m.weight, 1.0, 0.02)
-        nn.init.zeros_(m.bias)
+# The paper's init is DCGAN's: conv weights N(0, 0.02), BatchNorm N(1, 0.02) and 0, spectral norms re-estimated.
+fastgan_init = weights_init

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
 from models.platform.schemas import TrainSpec
@@ -152,11 +153,23 @@ def spectral_conv(*args: Any, **kwargs: Any) -> nn.Module:
 
 
 def weights_init(m: nn.Module) -> None:
-    """Radford et al.: conv weights N(0, 0.02); BatchNorm scale N(1, 0.02), shift 0. A spectrally normalised
-    conv's weight is initialised through its parametrization (the unnormalised original)."""
+    """Radford et al. (and FastGAN's code): conv weights N(0, 0.02); BatchNorm scale N(1, 0.02), shift 0.
+
+    A spectrally normalised conv gets the unnormalised weight drawn, then its power iteration rerun (15 steps, as
+    ``spectral_norm`` does on creation) so that the normaliser matches the new weight from the first step.
+    """
     if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
-        parametrized = getattr(m, "parametrizations", None)
-        nn.init.normal_(parametrized.weight.original if parametrized is not None else m.weight, 0.0, 0.02)
+        if parametrize.is_parametrized(m, "weight"):
+            plist = getattr(m, "parametrizations").weight  # noqa: B009 - nn.Module's __getattr__ is loosely typed
+            with torch.no_grad():
+                nn.init.normal_(plist.original, 0.0, 0.02)
+                was_training = plist.training
+                plist.train()
+                for _ in range(15):
+                    _ = m.weight  # one power iteration per access in training mode
+                plist.train(was_training)
+        else:
+            nn.init.normal_(m.weight, 0.0, 0.02)
     elif isinstance(m, nn.BatchNorm2d):
         nn.init.normal_(m.weight, 1.0, 0.02)
         nn.init.zeros_(m.bias)
