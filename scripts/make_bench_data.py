@@ -101,6 +101,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import make_demo_data  # scripts/ is on sys.path when this script runs: the MNI notice is written once
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -177,19 +178,7 @@ NAME_PATTERNS = {
     "yes": ["Y{n}", "Y{n}", "y{n}", "Yes{n}", "Y {n}"],
 }
 
-# Notice of the MNI ICBM152 nonlinear 2009 templates, as published by the McConnell Brain
-# Imaging Centre / NIST lab with the template archives (as in scripts/make_demo_data.py).
-MNI_NOTICE = """\
-Copyright (C) 1993-2009 Louis Collins, McConnell Brain Imaging Centre,
-Montreal Neurological Institute, McGill University. Permission to use, copy,
-modify, and distribute this software and its documentation for any purpose
-and without fee is hereby granted, provided that the above copyright notice
-appear in all copies. The authors and McGill University make no
-representations about the suitability of this software for any purpose. It
-is provided "as is" without express or implied warranty. The authors are not
-responsible for any data loss, equipment damage, property loss, or injury to
-subjects or patients resulting from the use or misuse of this software
-package."""
+MNI_NOTICE = make_demo_data.MNI_NOTICE  # the template's notice, as scripts/make_demo_data.py writes it
 
 
 def block_network() -> None:

@@ -25,45 +25,29 @@ AUGMENT_OPS = ("color", "translation", "cutout")  # DiffAugment's transforms (mo
 
 # Recipes chosen by measurement (benchmarks/quality.py; docs/training.md says how). A preset fills the fields a
 # spec does not give; "auto" is "standard" on a worker with a GPU and "quick" otherwise.
+# The best recipe benchmarks/quality.py found for at most 5 minutes on two CPU cores with 50-300 images.
+QUICK: dict[str, Any] = {
+    "architecture": "fastgan",
+    "image_size": 64,
+    "width": 32,
+    "batch_size": 16,
+    "kimg": 10.0,  # about 4 minutes of training at 64 px on two CPU cores, 5 with snapshots and the report
+    "loss": "hinge",
+    "d_norm": "spectral",
+    "lr_g": 2e-4,
+    "lr_d": 2e-4,
+    "beta1": 0.5,
+    "beta2": 0.999,
+    "ema": True,
+    "augment": True,
+    "augment_policy": "color,translation",  # cutout leaked into the samples (benchmarks/quality.py)
+    "ada_target": 0.6,
+    "snapshots": 6,
+}
 PRESETS: dict[str, dict[str, Any]] = {
-    # The best recipe benchmarks/quality.py found for at most 5 minutes on two CPU cores with 50-300 images.
-    "quick": {
-        "architecture": "fastgan",
-        "image_size": 64,
-        "width": 32,
-        "batch_size": 16,
-        "kimg": 10.0,  # about 4 minutes of training at 64 px on two CPU cores, 5 with snapshots and the report
-        "loss": "hinge",
-        "d_norm": "spectral",
-        "lr_g": 2e-4,
-        "lr_d": 2e-4,
-        "beta1": 0.5,
-        "beta2": 0.999,
-        "ema": True,
-        "augment": True,
-        "augment_policy": "color,translation",  # cutout leaked into the samples (benchmarks/quality.py)
-        "ada_target": 0.6,
-        "snapshots": 6,
-    },
-    # For about an hour on one GPU at 128 px (unmeasured until a GPU run: see docs/training.md).
-    "standard": {
-        "architecture": "fastgan",
-        "image_size": 128,
-        "width": 64,
-        "batch_size": 32,
-        "kimg": 2000.0,
-        "loss": "hinge",
-        "d_norm": "spectral",
-        "lr_g": 2e-4,
-        "lr_d": 2e-4,
-        "beta1": 0.5,
-        "beta2": 0.999,
-        "ema": True,
-        "augment": True,
-        "augment_policy": "color,translation",
-        "ada_target": 0.6,
-        "snapshots": 10,
-    },
+    "quick": QUICK,
+    # For about an hour on one GPU at 128 px: quick's recipe scaled up (unmeasured until a GPU run: docs/training.md).
+    "standard": {**QUICK, "image_size": 128, "width": 64, "batch_size": 32, "kimg": 2000.0, "snapshots": 10},
     # The seed report's recipe, as it is: its Keras DCGAN at 128 px, BCE, Adam 2e-4, 10 epochs, no tricks.
     "report": {
         "architecture": "dcgan-seed",
