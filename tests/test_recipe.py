@@ -27,7 +27,7 @@ def test_a_spec_with_only_a_dataset_trains_quick_on_a_cpu_and_standard_on_a_gpu(
     cpu = TrainSpec(dataset="ds")
     assert cpu.preset == "auto" and cpu.preset_used == "quick"
     assert {k: getattr(cpu, k) for k in PRESETS["quick"]} == PRESETS["quick"]
-    gpu = TrainSpec.model_validate(cpu.model_dump(), context={"gpu": True})  # as the worker validates it again
+    gpu = TrainSpec.model_validate(cpu.model_dump(), context={"gpu": True, "revalidate": True})  # as the worker
     assert gpu.preset_used == "standard" and gpu.image_size == 128 and gpu.kimg == PRESETS["standard"]["kimg"]
 
 
@@ -35,8 +35,13 @@ def test_explicit_fields_override_the_preset_and_survive_revalidation() -> None:
     spec = TrainSpec(dataset="ds", preset="quick", architecture="dcgan", image_size=32, epochs=3)
     assert (spec.architecture, spec.image_size, spec.epochs, spec.kimg) == ("dcgan", 32, 3, None)  # epochs given
     assert spec.ema is True and spec.loss == "hinge"  # the rest from the preset
-    again = TrainSpec.model_validate(spec.model_dump(), context={"gpu": True})
+    again = TrainSpec.model_validate(spec.model_dump(), context={"gpu": True, "revalidate": True})
     assert (again.architecture, again.image_size, again.preset_used) == ("dcgan", 32, "quick")
+
+
+def test_a_client_cannot_mark_its_own_fields_as_not_given() -> None:
+    spec = TrainSpec.model_validate({"dataset": "ds", "epochs": 3, "given": [], "preset_used": "standard"})
+    assert spec.epochs == 3 and spec.kimg is None and spec.preset_used == "quick" and "epochs" in spec.given
 
 
 def test_the_report_preset_is_the_seed_recipe() -> None:

@@ -154,7 +154,7 @@ def train(spec: dict[str, Any]) -> dict[str, Any]:
     store = Store(settings.home).ensure()
     device = select_device(settings.device)
     # "auto" is the "standard" preset on a GPU and "quick" on a CPU: the worker decides, knowing its device.
-    train_spec = TrainSpec.model_validate(spec, context={"gpu": device.type == "cuda"})
+    train_spec = TrainSpec.model_validate(spec, context={"gpu": device.type == "cuda", "revalidate": True})
     reporter = JobReporter(job)
     if reporter.cancel_requested():
         return reporter.mark_canceled()

@@ -73,25 +73,28 @@ LOSS_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def _fill_from_preset(data: dict[str, Any], gpu: bool) -> dict[str, Any]:
+def _fill_from_preset(data: dict[str, Any], gpu: bool, revalidate: bool) -> dict[str, Any]:
     """``data`` with the fields it does not give taken from its preset (and, for WGAN-GP, the loss's defaults).
 
     ``given`` records the fields the client gave, so that validating the result again (the worker does, knowing
-    whether it has a GPU) fills the others anew: a spec posted with ``preset: "auto"`` becomes "standard" there.
+    whether it has a GPU, with ``revalidate``) fills the others anew: ``preset: "auto"`` becomes "standard" there.
+    A client's own ``given`` or ``preset_used`` is ignored: every field a client sends is given.
     """
-    if "given" in data:  # validated before: only what the client gave counts as given
-        given = {k: data[k] for k in data["given"] if k in data}
-        given.update({k: v for k, v in data.items() if k not in TrainSpec.model_fields})  # extra fields are kept
+    recorded = data.get("given") if revalidate else None
+    if isinstance(recorded, list) and all(isinstance(k, str) for k in recorded):  # validated before
+        keep = set(recorded) | {"dataset"}  # only what the client gave counts as given; extra fields are kept
+        given = {k: v for k, v in data.items() if k in keep or k not in TrainSpec.model_fields}
     else:
         given = {k: v for k, v in data.items() if k not in ("given", "preset_used")}
     name = given.get("preset", "auto")
-    if name not in PRESETS and name != "auto":
+    if not isinstance(name, str) or (name not in PRESETS and name != "auto"):
         return data  # the field's own validation names the choices
     used = ("standard" if gpu else "quick") if name == "auto" else name
     values = dict(PRESETS[used])
     if "epochs" in given and "kimg" not in given:
         values.pop("kimg", None)  # an explicit number of epochs is the length of the run
-    values.update(LOSS_DEFAULTS.get(given.get("loss", values.get("loss", "bce")), {}))
+    loss = given.get("loss", values.get("loss", "bce"))
+    values.update(LOSS_DEFAULTS.get(loss, {}) if isinstance(loss, str) else {})
     added = {k: v for k, v in values.items() if k not in given}
     return {**given, **added, "given": sorted(given), "preset_used": used}
 
@@ -149,8 +152,8 @@ class TrainSpec(BaseModel):
     @classmethod
     def _preset(cls, data: Any, info: ValidationInfo) -> Any:
         if isinstance(data, dict):
-            gpu = bool((info.context or {}).get("gpu", False))
-            return _fill_from_preset(data, gpu)
+            context = info.context or {}
+            return _fill_from_preset(data, bool(context.get("gpu")), bool(context.get("revalidate")))
         return data
 
     @model_validator(mode="after")
