@@ -144,6 +144,8 @@ def test_training_reports_the_augmentation_probability(tmp_path: Path) -> None:
     result = train(spec, blobs(), tmp_path, progress_fn=seen.append, log_every=1)
     assert all(p["augment_p"] is not None for p in seen) and seen[-1]["r_t"] is not None
     assert result.augment_p == seen[-1]["augment_p"]
+    plain = train(spec.model_copy(update={"augment": False}), blobs(), tmp_path / "plain", progress_fn=seen.append)
+    assert plain.augment_p is None and seen[-1]["augment_p"] is None  # no augmentation: no probability shown
 
 
 # -- EMA, n_critic ----------------------------------------------------------------------------------

@@ -164,9 +164,8 @@ def new_run(spec: TrainSpec, device: torch.device, use_amp: bool, total_images: 
     opt_g = torch.optim.Adam(G.parameters(), lr=spec.lr_g, betas=(spec.beta1, spec.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=spec.lr_d, betas=(spec.beta1, spec.beta2))
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
-    ada = AdaptiveAugment(
-        spec.augment_ops, spec.ada_target, max(ADA_SPEED_FRACTION * total_images, ADA_MIN_SPEED_IMAGES)
-    )
+    target = spec.ada_target if spec.augment else None  # no augmentation: nothing to adapt (p stays 1, unused)
+    ada = AdaptiveAugment(spec.augment_ops, target, max(ADA_SPEED_FRACTION * total_images, ADA_MIN_SPEED_IMAGES))
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if spec.ema else None
     return Run(G, D, opt_g, opt_d, scaler, torch.Generator().manual_seed(spec.seed + 1), ada, G_ema)
 
