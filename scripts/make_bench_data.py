@@ -769,12 +769,7 @@ only to measure the T1 value of CSF, grey and white matter). The nilearn wheel d
 the template archive's `COPYING` file; the notice above is the MNI/McGill notice published with
 the ICBM152 nonlinear 2009 templates (some copies give the years as 1993-2004).
 
-References: V. Fonov, A. C. Evans, K. Botteron, C. R. Almli, R. C. McKinstry,
-D. L. Collins, "Unbiased average age-appropriate atlases for pediatric
-studies", NeuroImage 54(1):313-327, 2011; V. S. Fonov, A. C. Evans,
-R. C. McKinstry, C. R. Almli, D. L. Collins, "Unbiased nonlinear average
-age-appropriate brain templates from birth to adulthood", NeuroImage 47
-(Suppl. 1):S102, 2009.
+{make_demo_data.MNI_REFERENCES}
 
 ## Why not a real head with skull
 

@@ -67,6 +67,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "data" / "demo"
 SUBDIR = "mni152_axial"
 
+# The papers that describe the MNI ICBM152 nonlinear 2009 templates (cited in every NOTICE.md written here).
+MNI_REFERENCES = """\
+References: V. Fonov, A. C. Evans, K. Botteron, C. R. Almli, R. C. McKinstry,
+D. L. Collins, "Unbiased average age-appropriate atlases for pediatric
+studies", NeuroImage 54(1):313-327, 2011; V. S. Fonov, A. C. Evans,
+R. C. McKinstry, C. R. Almli, D. L. Collins, "Unbiased nonlinear average
+age-appropriate brain templates from birth to adulthood", NeuroImage 47
+(Suppl. 1):S102, 2009."""
+
 # Notice of the MNI ICBM152 nonlinear 2009 templates, as published by the
 # McConnell Brain Imaging Centre / NIST lab with the template archives.
 MNI_NOTICE = """\
@@ -213,12 +222,7 @@ The nilearn wheel does not include the template archive's `COPYING` file;
 the notice above is the MNI/McGill notice published with the ICBM152
 nonlinear 2009 templates (some copies give the years as 1993-2004).
 
-References: V. Fonov, A. C. Evans, K. Botteron, C. R. Almli, R. C. McKinstry,
-D. L. Collins, "Unbiased average age-appropriate atlases for pediatric
-studies", NeuroImage 54(1):313-327, 2011; V. S. Fonov, A. C. Evans,
-R. C. McKinstry, C. R. Almli, D. L. Collins, "Unbiased nonlinear average
-age-appropriate brain templates from birth to adulthood", NeuroImage 47
-(Suppl. 1):S102, 2009.
+{MNI_REFERENCES}
 
 ## How the slices were made
 

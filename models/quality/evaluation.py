@@ -305,6 +305,7 @@ def evaluate(
 
     # -- Phase 4: the report --------------------------------------------------------------------
     seconds["total"] = round(time.perf_counter() - started, 3)
+    collapsed_now = collapse_flag(metrics)
     report: dict[str, Any] = {
         "format": REPORT_FORMAT,
         "created": datetime.now(UTC).isoformat(),
@@ -316,9 +317,9 @@ def evaluate(
         "closest_pairs": pairs,
         "epochs": epochs,
         "plots": plots,
-        "collapsed": collapse_flag(metrics),
+        "collapsed": collapsed_now,
         "notes": notes_for(0 if images.heldout is None else len(images.heldout), why_not)
-        + ([COLLAPSE_NOTE] if collapse_flag(metrics) else []),
+        + ([COLLAPSE_NOTE] if collapsed_now else []),
         "seconds": seconds,
     }
     atomic_write_json(out_dir / REPORT_JSON, report)

@@ -103,7 +103,7 @@ def intensity_w1(inputs: EvalInputs) -> Values:
 # --- diversity_msssim ---------------------------------------------------------------------------
 
 
-def _msssim_betas(size: int) -> tuple[float, ...]:
+def msssim_betas(size: int) -> tuple[float, ...]:
     """The most scales torchmetrics accepts at this size with an 11 px kernel, weights renormalised."""
     for count in range(len(MSSSIM_BETAS), 0, -1):
         if size >= 2**count and size // max(1, count - 1) ** 2 > MSSSIM_KERNEL - 1:
@@ -112,7 +112,7 @@ def _msssim_betas(size: int) -> tuple[float, ...]:
     raise MetricSkipped(f"images of {size} px are too small for MS-SSIM")
 
 
-def _mean_pairwise_msssim(images: np.ndarray, rng: np.random.Generator, betas: tuple[float, ...]) -> float:
+def mean_pairwise_msssim(images: np.ndarray, rng: np.random.Generator, betas: tuple[float, ...]) -> float:
     n = len(images)
     first, second = np.triu_indices(n, k=1)
     if len(first) > MAX_PAIRS:
@@ -127,11 +127,11 @@ def _mean_pairwise_msssim(images: np.ndarray, rng: np.random.Generator, betas: t
 
 @register
 def diversity_msssim(inputs: EvalInputs) -> Values:
-    betas = _msssim_betas(min(inputs.synthetic.shape[1:]))
+    betas = msssim_betas(min(inputs.synthetic.shape[1:]))
     rng = np.random.default_rng(inputs.seed)
     return {
-        "synthetic": _mean_pairwise_msssim(inputs.synthetic, rng, betas),
-        "real": _mean_pairwise_msssim(inputs.real_heldout, rng, betas),
+        "synthetic": mean_pairwise_msssim(inputs.synthetic, rng, betas),
+        "real": mean_pairwise_msssim(inputs.real_heldout, rng, betas),
         "scales": float(len(betas)),
     }
 

@@ -25,7 +25,7 @@ from torch import nn
 
 from models.gan.training import prepare_images
 from models.platform.grids import to_uint8
-from models.quality.metrics import _mean_pairwise_msssim, _msssim_betas, two_sample_auc
+from models.quality.metrics import mean_pairwise_msssim, msssim_betas, two_sample_auc
 
 SNAPSHOT_SAMPLES = 64  # samples per snapshot (and at most as many training slices)
 SNAPSHOT_REPEATS = 2  # balanced subsamples, each scored with 2 folds
@@ -47,8 +47,8 @@ class SnapshotScorer:
         self.real = to_uint8(prepare_images(train_images[pick], image_size, torch.device("cpu")).numpy()[:, 0])
         self.z = torch.randn(SNAPSHOT_SAMPLES, latent_dim, generator=torch.Generator().manual_seed(seed + 7))
         self.seed = seed
-        self.betas = _msssim_betas(image_size)
-        self.real_msssim = _mean_pairwise_msssim(self.real, np.random.default_rng(seed), self.betas)
+        self.betas = msssim_betas(image_size)
+        self.real_msssim = mean_pairwise_msssim(self.real, np.random.default_rng(seed), self.betas)
 
     def samples(self, G: nn.Module) -> np.ndarray:
         device = next(G.parameters()).device
@@ -59,7 +59,7 @@ class SnapshotScorer:
     def __call__(self, G: nn.Module) -> dict[str, Any]:
         fake = self.samples(G)
         auc = two_sample_auc(self.real, fake, self.seed, "cpu", repeats=SNAPSHOT_REPEATS)
-        msssim = _mean_pairwise_msssim(fake, np.random.default_rng(self.seed), self.betas)
+        msssim = mean_pairwise_msssim(fake, np.random.default_rng(self.seed), self.betas)
         ratio = msssim / max(self.real_msssim, 1e-6)
         score = abs(auc - 0.5) + max(0.0, ratio - 1.0 - DIVERSITY_TOLERANCE)
         return {
