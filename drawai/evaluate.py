@@ -25,16 +25,17 @@ class EvaluateError(Exception):
     """A user error: printed as one line, exit status 1."""
 
 
-def read_real(path: Path, settings: Settings, max_images: int, seed: int) -> tuple[np.ndarray, int, int]:
+def read_real(path: Path, settings: Settings, max_images: int, seed: int) -> tuple[np.ndarray, list[str], int, int]:
     """The slices of ``path`` as uint8 ``[N, S, S]`` (a seeded reservoir sample of ``max_images``).
 
-    Returns (images, slices read, files skipped).
+    Returns (images, each image's class: its folder as ``POST /datasets`` names classes, slices read, files skipped).
     """
     from models.data.sources import iter_slices
     from models.platform.errors import Refused
 
     rng = np.random.default_rng(seed)
     kept: list[np.ndarray] = []
+    names: list[str] = []
     skipped: list[dict[str, str]] = []
     seen = 0
     try:
@@ -43,13 +44,24 @@ def read_real(path: Path, settings: Settings, max_images: int, seed: int) -> tup
                 seen += 1
                 if len(kept) < max_images:
                     kept.append(item.pixels)
+                    names.append(item.class_name)
                 elif (j := int(rng.integers(seen))) < max_images:
-                    kept[j] = item.pixels
+                    kept[j], names[j] = item.pixels, item.class_name
     except Refused as exc:
         raise EvaluateError(f"{path}: {exc.detail}") from None
     if len(kept) < 2:
         raise EvaluateError(f"{path}: {len(kept)} usable real image(s) ({len(skipped)} files skipped); at least 2")
-    return np.stack(kept), seen, len(skipped)
+    return np.stack(kept), names, seen, len(skipped)
+
+
+def class_labels(names: list[str], manifest: Any) -> np.ndarray | None:
+    """The model's class index of each real image, when the images' classes are the model's (else None)."""
+    from models.platform.schemas import class_indices
+
+    index = class_indices(manifest.classes)
+    if len(index) < 2 or not set(names) <= set(index):
+        return None
+    return np.array([index[n] for n in names], dtype=np.int64)
 
 
 def _model_dir(store: Store, model: str) -> Path:
@@ -84,9 +96,10 @@ def run(args: argparse.Namespace, settings: Settings, console: Any) -> dict[str,
     store = Store(settings.home)
     model_dir = _model_dir(store, args.model)
     manifest = ModelManifest.model_validate_json((model_dir / "model.json").read_bytes())
-    train = train_source = None
+    train = train_source = train_labels = heldout_labels = None
+    labelled = len(manifest.classes) > 1
     try:
-        train, _ = store.load_dataset(manifest.dataset, split="train")
+        train, train_labels = store.load_dataset(manifest.dataset, split="train")
         train_source = f"training split of dataset {manifest.dataset}"
     except NotFoundError:
         console.print(f"dataset {manifest.dataset} is not in {store.home}: memorization will not be computed")
@@ -95,11 +108,12 @@ def run(args: argparse.Namespace, settings: Settings, console: Any) -> dict[str,
         if not real.exists():
             raise EvaluateError(f"{real}: no such file or folder")
         with console.status(f"reading real images from {real}"):
-            heldout, seen, skipped = read_real(real, settings, args.max_real, args.seed)
+            heldout, names, seen, skipped = read_real(real, settings, args.max_real, args.seed)
+        heldout_labels = class_labels(names, manifest)
         console.print(f"real images: {len(heldout)} of {seen} slices from {real} ({skipped} files skipped)")
         source = f"{real.name} ({len(heldout)} of {seen} slices)"
     elif train is not None:
-        heldout, _ = store.load_dataset(manifest.dataset, split="heldout")
+        heldout, heldout_labels = store.load_dataset(manifest.dataset, split="heldout")
         source = f"held-out split of dataset {manifest.dataset}, never used in training"
     else:
         raise EvaluateError("give --real PATH: the model's dataset (and its held-out split) is not in the store")
@@ -113,6 +127,7 @@ def run(args: argparse.Namespace, settings: Settings, console: Any) -> dict[str,
         fid_weights=Path(args.fid_weights) if args.fid_weights else settings.fid_weights,
         device=select_device(settings.device).type,
         providers=choose_providers(settings.onnx_provider),
+        utility_budget_s=settings.utility_budget_s,
     )
     samples = store.job_dir(manifest.job_id) / "samples"
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -121,7 +136,15 @@ def run(args: argparse.Namespace, settings: Settings, console: Any) -> dict[str,
         report = evaluate(
             model_dir,
             out,
-            RealImages(heldout, source, train, train_source, label="given" if args.real else "held-out"),
+            RealImages(
+                heldout,
+                source,
+                train,
+                train_source,
+                label="given" if args.real else "held-out",
+                heldout_labels=heldout_labels if labelled else None,
+                train_labels=train_labels if labelled else None,
+            ),
             config,
             samples_dir=samples if samples.is_dir() else None,
             progress_fn=lambda what, done, total: bar.update(task, description=what, completed=done, total=total),
@@ -144,7 +167,37 @@ def print_summary(console: Any, report: dict[str, Any]) -> None:
         else:
             table.add_row(name, "-", "-", f"not computed: {row['reason']}")
     console.print(table)
+    print_classes(console, report)
     for note in report.get("notes", []):
         console.print(f"note: {note}")
     out = Path(report["_out"])
     console.print(f"wrote {out / 'report.html'}\n      {out / 'report.json'}\n      {out / 'plots'}/")
+
+
+def print_classes(console: Any, report: dict[str, Any]) -> None:
+    """A conditional model's per-class headline and the utility test's verdict, when the report has them."""
+    from rich.table import Table
+
+    classes = report.get("classes") or {}
+    if classes:
+        table = Table("class", "c2st AUC (ref)", "MS-SSIM syn (real)", "copies (ref)", "collapsed", title="per class")
+        for name, section in classes.items():
+            if not section.get("computed"):
+                table.add_row(name, "-", "-", "-", f"not computed: {section.get('reason')}")
+                continue
+            m = section["metrics"]
+            table.add_row(name, _pair(m, "c2st_auc", "synthetic_vs_real", "real_vs_real"),
+                          _pair(m, "diversity_msssim", "synthetic", "real"),
+                          _pair(m, "memorization", "likely_copies_fraction", "reference_fraction"),
+                          "yes" if section.get("collapsed") else "no")  # fmt: skip
+        console.print(table)
+    utility = report.get("utility")
+    if utility:
+        console.print(f"utility: {utility.get('summary') or 'not computed: ' + str(utility.get('reason'))}")
+
+
+def _pair(metrics: dict[str, Any], name: str, value: str, reference: str) -> str:
+    m = metrics.get(name) or {}
+    if not m.get("computed"):
+        return "-"
+    return f"{m[value]:.3f} ({m[reference]:.3f})"

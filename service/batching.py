@@ -96,6 +96,7 @@ class _Pending:
     model: LoadedModel
     z: np.ndarray
     future: asyncio.Future[np.ndarray] = field(repr=False)
+    labels: np.ndarray | None = None  # int64 class indices, for a conditional model
 
 
 class DynamicBatcher:
@@ -165,15 +166,17 @@ class DynamicBatcher:
                 await self._task
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-    async def infer(self, model: LoadedModel, z: np.ndarray) -> np.ndarray:
-        """Images for ``z`` on ``model``, computed in whatever batch forms around this request."""
+    async def infer(self, model: LoadedModel, z: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        """Images for ``z`` (and the class indices ``labels`` of a conditional model) on ``model``, computed in
+        whatever batch forms around this request."""
         if self._queue is None:
             raise RuntimeError("batcher not started")
         loop = asyncio.get_running_loop()
         parts = []
         for start in range(0, len(z), self.max_batch):  # a request larger than a batch is split
             fut: asyncio.Future[np.ndarray] = loop.create_future()
-            await self._queue.put(_Pending(model, z[start : start + self.max_batch], fut))
+            part = slice(start, start + self.max_batch)
+            await self._queue.put(_Pending(model, z[part], fut, None if labels is None else labels[part]))
             parts.append(fut)
         return np.concatenate(await asyncio.gather(*parts))
 
@@ -221,9 +224,10 @@ class DynamicBatcher:
             return
         model = live[0].model
         z = np.concatenate([p.z for p in live]) if len(live) > 1 else live[0].z
+        labels = _labels_of(live)
         t0 = time.perf_counter()
         try:
-            out = await asyncio.get_running_loop().run_in_executor(self.executor, model.run, z)
+            out = await asyncio.get_running_loop().run_in_executor(self.executor, model.run, z, labels)
         except Exception as exc:
             log.exception("inference failed on model %s", model.version)
             for p in live:
@@ -244,3 +248,10 @@ class DynamicBatcher:
             if not p.future.done():
                 p.future.set_result(out[start : start + n])
             start += n
+
+
+def _labels_of(batch: list[_Pending]) -> np.ndarray | None:
+    """The batch's class indices (a batch holds one model's rows: all have labels, or none has)."""
+    if batch[0].labels is None:
+        return None
+    return np.concatenate([p.labels for p in batch if p.labels is not None])

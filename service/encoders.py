@@ -1,7 +1,8 @@
 """Encoding generated images for clients, every one labelled as synthetic.
 
 Each PNG carries text chunks (``Synthetic``, ``Software``, ``Model-Version``, ``Seed``,
-``Description``) so a slice that leaves Draw.AI can always be told apart from a real scan.
+``Description``, and ``Class`` for a conditional model) so a slice that leaves Draw.AI can always
+be told apart from a real scan, and says which class it was drawn as.
 Encoding is deterministic: the same pixels, version and seed give the same bytes.
 Torch-free; called from a worker thread, never on the event loop.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import zipfile
 from typing import Any
 
@@ -46,7 +48,12 @@ JSON_IMAGES = {
             "items": {
                 "type": "object",
                 "required": ["file", "seed", "png_base64"],
-                "properties": {"file": _STRING, "seed": {"type": "integer"}, "png_base64": _STRING},
+                "properties": {
+                    "file": _STRING,
+                    "seed": {"type": "integer"},
+                    "class": {**_STRING, "description": "the class it was drawn as (conditional models only)"},
+                    "png_base64": _STRING,
+                },
             },
         },
     },
@@ -61,11 +68,16 @@ OPENAPI_200 = {  # POST /generate's 200 in the OpenAPI
         "X-DrawAI-Model-Version": {"required": True, "schema": _STRING, "description": "the version that drew them"},
         "X-DrawAI-Seed": {"required": True, "schema": {"type": "integer"}, "description": "image i used seed + i"},
         "X-DrawAI-Synthetic": {"required": True, "schema": {"type": "string", "enum": ["true"]}},
+        "X-DrawAI-Classes": {
+            "required": False,
+            "schema": _STRING,
+            "description": "conditional models: images per class in the order drawn, e.g. yes:48,no:16",
+        },
     },
 }
 
 
-def provenance(version: str, seeds: list[int] | None) -> PngInfo:
+def provenance(version: str, seeds: list[int] | None, classes: list[str] | None = None) -> PngInfo:
     info = PngInfo()
     info.add_text("Synthetic", "true")
     info.add_text("Software", "Draw.AI")
@@ -73,46 +85,64 @@ def provenance(version: str, seeds: list[int] | None) -> PngInfo:
     info.add_text("Model-Version", version)
     if seeds is not None:
         info.add_text("Seed", ",".join(str(s) for s in seeds))
+    if classes is not None:
+        info.add_text("Class", ",".join(classes))
     return info
 
 
-def png(image: np.ndarray, version: str, seed: int) -> bytes:
-    """One ``[H, W]`` uint8 image as a PNG with its provenance."""
+def png(image: np.ndarray, version: str, seed: int, cls: str | None = None) -> bytes:
+    """One ``[H, W]`` uint8 image as a PNG with its provenance (and its class, for a conditional model)."""
     buf = io.BytesIO()
-    Image.fromarray(image, mode="L").save(buf, format="PNG", pnginfo=provenance(version, [seed]))
+    Image.fromarray(image, mode="L").save(
+        buf, format="PNG", pnginfo=provenance(version, [seed], None if cls is None else [cls])
+    )
     return buf.getvalue()
 
 
-def encode(images: np.ndarray, seeds: list[int], version: str, fmt: str) -> bytes:
-    """``images [N, 1, H, W]`` float in ``[-1, 1]`` encoded as ``fmt`` (one of FORMATS)."""
+def file_name(version: str, seed: int, cls: str | None) -> str:
+    """``synthetic_<version>[_<class>]_seed<seed>.png``; a class name is reduced to safe file-name characters."""
+    if cls is None:
+        return f"synthetic_{version}_seed{seed}.png"
+    return f"synthetic_{version}_{re.sub(r'[^A-Za-z0-9._-]', '_', cls)}_seed{seed}.png"
+
+
+def encode(images: np.ndarray, seeds: list[int], version: str, fmt: str, classes: list[str] | None = None) -> bytes:
+    """``images [N, 1, H, W]`` float in ``[-1, 1]`` encoded as ``fmt`` (one of FORMATS); ``classes``: each image's
+    class, for a conditional model."""
     pixels = to_uint8(images[:, 0])
+    per_image: list[str | None] = list(classes) if classes is not None else [None] * len(seeds)
     if fmt == "png":
-        return png(pixels[0], version, seeds[0])
+        return png(pixels[0], version, seeds[0], per_image[0])
     if fmt == "grid":
         buf = io.BytesIO()
-        grid(pixels).save(buf, format="PNG", pnginfo=provenance(version, seeds))
+        grid(pixels).save(buf, format="PNG", pnginfo=provenance(version, seeds, classes))
         return buf.getvalue()
     if fmt == "npy":
         buf = io.BytesIO()
         np.save(buf, images.astype(np.float32), allow_pickle=False)
         return buf.getvalue()
-    names = [f"synthetic_{version}_seed{seed}.png" for seed in seeds]
-    pngs = [png(p, version, s) for p, s in zip(pixels, seeds, strict=True)]
+    names = [file_name(version, seed, c) for seed, c in zip(seeds, per_image, strict=True)]
+    pngs = [png(p, version, s, c) for p, s, c in zip(pixels, seeds, per_image, strict=True)]
     if fmt == "json":
-        return json.dumps(_manifest(version, seeds, names, [base64.b64encode(b).decode() for b in pngs])).encode()
+        encoded = [base64.b64encode(b).decode() for b in pngs]
+        return json.dumps(_manifest(version, seeds, names, per_image, encoded)).encode()
     if fmt == "zip":
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:  # PNGs are compressed already
             for name, data in zip(names, pngs, strict=True):
                 zf.writestr(zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0)), data)
-            manifest = json.dumps(_manifest(version, seeds, names), indent=2)
+            manifest = json.dumps(_manifest(version, seeds, names, per_image), indent=2)
             zf.writestr(zipfile.ZipInfo("manifest.json", date_time=(2024, 1, 1, 0, 0, 0)), manifest)
         return buf.getvalue()
     raise ValueError(f"unknown format {fmt}")
 
 
-def _manifest(version: str, seeds: list[int], names: list[str], data: list[str] | None = None) -> dict[str, Any]:
+def _manifest(version: str, seeds: list[int], names: list[str], classes: list[str | None],
+              data: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
     images: list[dict[str, Any]] = [{"file": n, "seed": s} for n, s in zip(names, seeds, strict=True)]
+    for entry, cls in zip(images, classes, strict=True):
+        if cls is not None:
+            entry["class"] = cls
     if data is not None:
         for entry, b64 in zip(images, data, strict=True):
             entry["png_base64"] = b64

@@ -46,9 +46,21 @@ class LoadedModel:
     def image_size(self) -> int:
         return self.manifest.image_size
 
-    def run(self, z: np.ndarray) -> np.ndarray:
-        """``z [N, latent]`` float32 -> ``image [N, 1, H, W]`` float32 in ``[-1, 1]``."""
-        return np.asarray(self.session.run(["image"], {"z": z})[0])
+    @property
+    def conditional(self) -> bool:
+        return bool(self.manifest.labels)
+
+    def run(self, z: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        """``z [N, latent]`` float32 (and ``labels [N]`` int64 for a conditional model) -> ``image [N, 1, H, W]``
+        float32 in ``[-1, 1]``."""
+        return np.asarray(self.session.run(["image"], model_feeds(self.manifest, z, labels))[0])
+
+
+def model_feeds(manifest: ModelManifest, z: np.ndarray, labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The ONNX inputs: ``z``, and ``label`` for a conditional model (class 0 when none are given: a probe)."""
+    if not manifest.labels:
+        return {"z": z}
+    return {"z": z, "label": labels if labels is not None else np.zeros(len(z), np.int64)}
 
 
 def load_model(store: Store, version: str, providers: list[str]) -> LoadedModel:
@@ -67,13 +79,9 @@ def load_model(store: Store, version: str, providers: list[str]) -> LoadedModel:
         raise ModelLoadError(f"model {version}: generator.onnx sha256 {digest[:12]} does not match its manifest")
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    import os
-
-    if os.environ.get("XP_NOSPIN"):
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(str(path), opts, providers=providers)
-        probe = session.run(["image"], {"z": np.zeros((1, manifest.latent_dim), np.float32)})[0]
+        probe = session.run(["image"], model_feeds(manifest, np.zeros((1, manifest.latent_dim), np.float32)))[0]
     except Exception as exc:  # ORT raises its own exception types for corrupt graphs
         raise ModelLoadError(f"model {version}: ONNX Runtime cannot load generator.onnx: {exc}") from None
     if probe.shape != (1, 1, manifest.image_size, manifest.image_size):

@@ -99,22 +99,35 @@ def blobs(n: int = 24, size: int = 256, seed: int = 0) -> np.ndarray:
     return out
 
 
-def put_dataset(store: Store, images: np.ndarray, name: str = "blobs") -> DatasetInfo:
-    """Store ``images`` (uint8 [N, S, S]) as a dataset directly, without the upload path."""
+def put_dataset(store: Store, images: np.ndarray, name: str = "blobs", labels: np.ndarray | None = None,
+                class_names: list[str] | None = None) -> DatasetInfo:  # fmt: skip
+    """Store ``images`` (uint8 [N, S, S]) as a dataset directly, without the upload path (one class "default"
+    unless ``labels`` and the sorted ``class_names`` they index are given)."""
     with store.staging("test-ds") as staged:
-        labels = np.zeros(len(images), np.int64)
+        labels = np.zeros(len(images), np.int64) if labels is None else np.asarray(labels, np.int64)
+        names = class_names or ["default"]
         np.save(staged / "images.npy", images)
         np.save(staged / "labels.npy", labels)
         info = DatasetInfo(
             id=store.new_dataset_id(),
             name=name,
             images=len(images),
-            classes={"default": len(images)},
+            classes={c: int((labels == i).sum()) for i, c in enumerate(names)},
             image_size=images.shape[-1],
             sha256=hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest(),
             created=datetime.now(UTC).isoformat(),
         )
         return store.commit_dataset(staged, info)
+
+
+def two_class_blobs(n: int = 24, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``blobs`` as class "no" and, for every third image, class "yes" with a dark hole in the ellipse."""
+    images = blobs(n, size, seed)
+    labels = (np.arange(n) % 3 == 1).astype(np.int64)
+    yy, xx = np.mgrid[:size, :size] / size - 0.5
+    hole = (xx - 0.05) ** 2 + (yy + 0.05) ** 2 < 0.01
+    images[labels == 1] = np.where(hole, 40, images[labels == 1]).astype(np.uint8)
+    return images, labels
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
@@ -177,6 +190,23 @@ def publish_tiny_model(store: Store, seed: int = 0, epochs: int = 1, activate: b
     spec = TrainSpec(dataset=ds.id, activate=activate, **spec_fields)
     workdir = store.jobs_dir / f"job-{ds.id}"
     result = train(spec, store.load_dataset(ds.id)[0], workdir)
+    version, _ = publish(store, result, spec, ds, f"job-{ds.id}", workdir)
+    return version
+
+
+def publish_tiny_conditional_model(store: Store, seed: int = 0, epochs: int = 2, activate: bool = True) -> str:
+    """Train a tiny real class-conditional DCGAN (32 px, classes "no" and "yes") and publish it."""
+    from models.gan.publish import publish
+    from models.gan.training import train
+    from models.platform.schemas import TrainSpec
+
+    images, labels = two_class_blobs(24, 64, seed)
+    ds = put_dataset(store, images, "two-class", labels, ["no", "yes"])
+    spec = TrainSpec(dataset=ds.id, architecture="dcgan", image_size=32, width=8, latent_dim=16, batch_size=8,
+                     epochs=epochs, seed=seed, conditional=True, activate=activate)  # fmt: skip
+    workdir = store.jobs_dir / f"job-{ds.id}"
+    train_images, train_labels = store.load_dataset(ds.id)
+    result = train(spec, train_images, workdir, labels=train_labels, num_classes=2)
     version, _ = publish(store, result, spec, ds, f"job-{ds.id}", workdir)
     return version
 

@@ -111,6 +111,7 @@ class TrainingContext:
     settings: Settings
     dataset: DatasetInfo
     images: np.ndarray
+    labels: np.ndarray  # the training rows' class indices
     device: Any  # torch.device (torch is imported in the work horse only)
     workdir: Path
     reporter: JobReporter
@@ -122,18 +123,22 @@ def evaluate_staged(ctx: TrainingContext, staged: Path) -> dict[str, Any]:
     from models.quality.evaluation import EvalConfig, RealImages, evaluate
 
     dataset = ctx.dataset
-    heldout, _ = ctx.store.load_dataset(dataset.id, split="heldout")
+    heldout, heldout_labels = ctx.store.load_dataset(dataset.id, split="heldout")
+    labelled = len(dataset.classes) > 1  # class indices mean something only when there are classes
     real = RealImages(
         heldout=heldout,
         heldout_source=f"held-out split of dataset {dataset.id} ({dataset.name}), never used in training",
         train=ctx.images,
         train_source=f"training split of dataset {dataset.id}",
+        heldout_labels=heldout_labels if labelled else None,
+        train_labels=ctx.labels if labelled else None,
     )
     config = EvalConfig(
         synthetic_count=ctx.settings.eval_synthetic_count,
         fid_weights=ctx.settings.fid_weights,
         device=ctx.device.type,
         providers=choose_providers(ctx.settings.onnx_provider),
+        utility_budget_s=ctx.settings.utility_budget_s,
     )
     samples = ctx.workdir / "samples"
     reporter = ctx.reporter
@@ -166,8 +171,11 @@ def train(spec: dict[str, Any]) -> dict[str, Any]:
     # -- loading -----------------------------------------------------------------------------------
     reporter.phase("loading")
     dataset = store.get_dataset(train_spec.dataset)
-    images, _labels = store.load_dataset(train_spec.dataset, split="train")  # never the held-out split
-    ctx = TrainingContext(store, settings, dataset, images, device, store.job_dir(job.id), reporter)
+    problem = train_spec.check_dataset(dataset)  # the API checked it too; a hand-enqueued spec may not have been
+    if problem is not None:
+        raise ValueError(problem)
+    images, labels = store.load_dataset(train_spec.dataset, split="train")  # never the held-out split
+    ctx = TrainingContext(store, settings, dataset, images, labels, device, store.job_dir(job.id), reporter)
     log.info("job %s: training %s (preset %s) on %s (%d training images of %d) on %s", job.id,
              train_spec.architecture, train_spec.preset_used, dataset.id, len(images), dataset.images,
              ctx.device)  # fmt: skip
@@ -175,14 +183,15 @@ def train(spec: dict[str, Any]) -> dict[str, Any]:
     if train_spec.snapshots:
         from models.quality.snapshots import SnapshotScorer
 
-        scorer = SnapshotScorer(images, train_spec.image_size, train_spec.latent_dim, train_spec.seed)
+        scorer = SnapshotScorer(images, train_spec.image_size, train_spec.latent_dim, train_spec.seed,
+                                labels=labels if train_spec.conditional else None)  # fmt: skip
 
     # -- training, then exporting, evaluating and publishing ------------------------------------------
     every = train_spec.checkpoint_every or settings.checkpoint_every_steps
     try:
-        result = run_training(train_spec, images, ctx.workdir, device=ctx.device, checkpoint_every=every,
-                              progress_fn=reporter.progress, abort_fn=reporter.should_abort,
-                              score_fn=scorer)  # fmt: skip
+        result = run_training(train_spec, images, ctx.workdir, labels=labels, num_classes=len(dataset.classes),
+                              device=ctx.device, checkpoint_every=every, progress_fn=reporter.progress,
+                              abort_fn=reporter.should_abort, score_fn=scorer)  # fmt: skip
         if reporter.cancel_requested():
             return reporter.mark_canceled()
         reporter.phase("exporting", detail=None)

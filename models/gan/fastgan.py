@@ -183,6 +183,7 @@ class FastGANDiscriminator(nn.Module):
             _sn(nn.Conv2d(ch[4], 1, 4, 1, 0), sn),  # [N, 1, 1, 1]
             nn.Flatten(),
         )
+        self.feature_channels = ch[4]  # of the last feature map, [N, ch4, 4, 4] (a projection D's embedding width)
         self.decode_whole = decoder(ch[8])  # the whole image at S/2 from the 8x8 features
         self.decode_part = decoder(ch[16])  # a quadrant at S/2 from the matching 8x8 quarter of the 16x16 features
 
@@ -195,15 +196,27 @@ class FastGANDiscriminator(nn.Module):
         The loss is ``L1(decode_whole(f8), avgpool2(x)) + L1(decode_part(quadrant of f16), quadrant of x)``, both
         means over pixels: L1 stands in for the paper's LPIPS, whose pretrained weights cannot be downloaded here.
         """
+        h, loss = self.features_with_reconstruction(x, gen)
+        return self.classify(h), loss
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map, [N, feature_channels, 4, 4], before the logit layer."""
+        return self.head[0](self.to_8(self.to_16(x)))
+
+    def classify(self, h: torch.Tensor) -> torch.Tensor:
+        return self.head[2](self.head[1](h))
+
+    def features_with_reconstruction(self, x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(last feature map, reconstruction loss) for REAL images ``x`` (``forward_with_reconstruction``)."""
         f16 = self.to_16(x)
         f8 = self.to_8(f16)
-        logits = self.head(f8)
+        f4 = self.head[0](f8)
         row, col = divmod(int(torch.randint(4, (1,), generator=gen).item()), 2)
         h, half = f16.shape[-1] // 2, self.image_size // 2
         part_feat = f16[:, :, row * h : (row + 1) * h, col * h : (col + 1) * h]
         part_real = x[:, :, row * half : (row + 1) * half, col * half : (col + 1) * half]
         loss = F.l1_loss(self.decode_whole(f8), F.avg_pool2d(x, 2)) + F.l1_loss(self.decode_part(part_feat), part_real)
-        return logits, loss
+        return f4, loss
 
 
 # The paper's init is DCGAN's: conv weights N(0, 0.02), BatchNorm N(1, 0.02) and 0, spectral norms re-estimated.

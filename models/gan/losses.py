@@ -23,11 +23,14 @@ the loss; ``LOSSES`` maps the names of ``TrainSpec.loss`` to them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+# What a penalty calls: D as a function of images alone (a conditional D with its labels bound).
+Critic = Callable[[torch.Tensor], torch.Tensor]
 
 
 class GanLoss(Protocol):
@@ -35,7 +38,7 @@ class GanLoss(Protocol):
 
     def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor: ...
 
-    def regularizer(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor | None: ...
+    def regularizer(self, D: Critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor | None: ...
 
 
 class BCELoss:
@@ -48,7 +51,7 @@ class BCELoss:
     def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
 
-    def regularizer(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor | None:
+    def regularizer(self, D: Critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor | None:
         return None
 
 
@@ -61,7 +64,7 @@ class HingeLoss:
     def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
         return -fake_logits.mean()
 
-    def regularizer(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor | None:
+    def regularizer(self, D: Critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor | None:
         return None
 
 
@@ -78,14 +81,14 @@ class WGANGPLoss:
     def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
         return -fake_logits.mean()
 
-    def regularizer(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor | None:
+    def regularizer(self, D: Critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor | None:
         alpha = torch.rand(real.shape[0], 1, 1, 1, generator=self.generator).to(real.device, real.dtype)
         x_hat = (alpha * real + (1 - alpha) * fake.detach()).requires_grad_(True)
         (grad,) = torch.autograd.grad(D(x_hat).sum(), x_hat, create_graph=True)
         return self.gp_weight * ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
 
-def r1_penalty(D: nn.Module, real: torch.Tensor, gamma: float) -> torch.Tensor:
+def r1_penalty(D: Critic, real: torch.Tensor, gamma: float) -> torch.Tensor:
     """R1 (Mescheder et al. 2018): ``gamma / 2 * E ||grad_x D(x)||^2`` on real images, added to D's loss.
 
     Used with any loss (``TrainSpec.r1_gamma``); it keeps D flat around the data, which stabilises small-data runs.

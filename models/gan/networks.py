@@ -142,9 +142,17 @@ class DCGANDiscriminator(nn.Module):
             ch *= 2
         stages.append(nn.Sequential(conv(ch, 1, 4, 1, 0, bias=False), nn.Flatten()))  # [N, 1] logit
         self.main = nn.Sequential(*stages)
+        self.feature_channels = ch  # of the last feature map, [N, ch, 4, 4] (a projection D's embedding width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.main(x)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map, [N, feature_channels, 4, 4], before the logit layer."""
+        return self.main[:-1](x)
+
+    def classify(self, h: torch.Tensor) -> torch.Tensor:
+        return self.main[-1](h)
 
 
 def spectral_conv(*args: Any, **kwargs: Any) -> nn.Module:
@@ -175,8 +183,20 @@ def weights_init(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
-def build(spec: TrainSpec) -> tuple[nn.Module, nn.Module]:
-    """The generator and discriminator a spec asks for, initialised as their papers do."""
+def build(spec: TrainSpec, num_classes: int | None = None) -> tuple[nn.Module, nn.Module]:
+    """The generator and discriminator a spec asks for, initialised as their papers do; with ``spec.conditional``,
+    wrapped for ``num_classes`` classes (``models.gan.conditional``)."""
+    if not spec.conditional:
+        return _build_base(spec, spec.latent_dim)
+    from models.gan.conditional import EMBED_DIM, make_conditional
+
+    if not num_classes or num_classes < 2:
+        raise ValueError("a conditional model needs the number of classes (at least 2)")
+    G, D = _build_base(spec, spec.latent_dim + EMBED_DIM)
+    return make_conditional(G, D, spec.latent_dim, num_classes, spectral=spec.d_norm == "spectral")
+
+
+def _build_base(spec: TrainSpec, g_inputs: int) -> tuple[nn.Module, nn.Module]:
     G: nn.Module
     D: nn.Module
     if spec.architecture == "dcgan-seed":
@@ -184,14 +204,14 @@ def build(spec: TrainSpec) -> tuple[nn.Module, nn.Module]:
         G.apply(keras_init)
         D.apply(keras_init)
     elif spec.architecture == "dcgan":
-        G = DCGANGenerator(spec.latent_dim, spec.image_size, spec.width)
+        G = DCGANGenerator(g_inputs, spec.image_size, spec.width)
         D = DCGANDiscriminator(spec.image_size, spec.width, spec.d_norm)
         G.apply(weights_init)
         D.apply(weights_init)
     elif spec.architecture == "fastgan":
         from models.gan.fastgan import FastGANDiscriminator, FastGANGenerator, fastgan_init
 
-        G = FastGANGenerator(spec.latent_dim, spec.image_size, spec.width)
+        G = FastGANGenerator(g_inputs, spec.image_size, spec.width)
         D = FastGANDiscriminator(spec.image_size, spec.width, spec.d_norm)
         G.apply(fastgan_init)
         D.apply(fastgan_init)

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from models.gan.export import OPSET, check_parity, export_generator, sha256_file
+from models.gan.export import OPSET, check_parity, export_generator, onnx_inputs, sha256_file
 from models.gan.training import HISTORY, TrainingAborted, TrainResult
-from models.platform.schemas import DatasetInfo, ModelManifest, TrainSpec
+from models.platform.schemas import DatasetInfo, LabelInfo, ModelManifest, TrainSpec, class_indices, class_train_counts
 from models.platform.store import REPORT_JSON, REPORT_PLOTS, Store, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,12 @@ def library_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             out[name] = "absent"
     return out
+
+
+def model_labels(dataset: DatasetInfo) -> list[LabelInfo]:
+    """A conditional model's classes: name, ONNX label index (sorted names), training images."""
+    counts = class_train_counts(dataset)
+    return [LabelInfo(name=c, index=i, train_images=counts[c]) for c, i in class_indices(dataset.classes).items()]
 
 
 def _evaluate_staged(evaluate: Evaluator, staged: Path) -> dict[str, Any]:
@@ -105,6 +111,7 @@ def _write_version(
             latent_dim=spec.latent_dim,
             conditional=spec.conditional,
             classes=dataset.classes,
+            labels=model_labels(dataset) if spec.conditional else None,
             dataset=dataset.id,
             dataset_sha256=dataset.sha256,
             job_id=job_id,
@@ -118,7 +125,7 @@ def _write_version(
             onnx_sha256=sha256_file(onnx_path),
             onnx_parity_max_abs_diff=diff,
             onnx_opset=OPSET,
-            onnx_inputs=["z"],
+            onnx_inputs=onnx_inputs(result.generator),
             library_versions=library_versions(),
             created=datetime.now(UTC).isoformat(),
             trained_on=result.device,

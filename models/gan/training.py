@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.gan.augment import ADA_MIN_SPEED_IMAGES, ADA_SPEED_FRACTION, AdaptiveAugment
+from models.gan.conditional import fixed_labels, set_strength, strength_at
 from models.gan.losses import GanLoss, make_loss, r1_penalty
 from models.gan.networks import build
 from models.platform.grids import grid
@@ -157,8 +158,9 @@ def make_plan(spec: TrainSpec, n: int) -> Plan:
     return Plan(n, spec.batch_size, steps_per_epoch, total, epochs, snaps)
 
 
-def new_run(spec: TrainSpec, device: torch.device, use_amp: bool, total_images: int) -> Run:
-    G, D = build(spec)
+def new_run(spec: TrainSpec, device: torch.device, use_amp: bool, total_images: int,
+            num_classes: int | None = None) -> Run:  # fmt: skip
+    G, D = build(spec, num_classes)
     G.to(device)
     D.to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=spec.lr_g, betas=(spec.beta1, spec.beta2))
@@ -252,38 +254,63 @@ def progress(run: Run, plan: Plan, rate: float | None) -> dict[str, Any]:
     }
 
 
-def save_samples(G: nn.Module, fixed_z: torch.Tensor, path: Path) -> None:
+def save_samples(G: nn.Module, fixed_z: torch.Tensor, path: Path, fixed_y: torch.Tensor | None = None) -> None:
     was_training = G.training
     G.eval()
+    device = next(G.parameters()).device
     with torch.no_grad():
-        fake = G(fixed_z.to(next(G.parameters()).device)).float().cpu().numpy()
+        fake = generate(G, fixed_z.to(device), None if fixed_y is None else fixed_y.to(device)).float().cpu().numpy()
     G.train(was_training)
     grid(fake, ncols=4).save(path)
 
 
-def real_batch(data: torch.Tensor, order: torch.Tensor, i: int, run: Run, spec: TrainSpec) -> torch.Tensor:
-    """Batch ``i`` of the epoch's order; with ``augment``, random horizontal flips (axial slices are near-symmetric)."""
+def real_batch(
+    data: torch.Tensor, labels: torch.Tensor | None, order: torch.Tensor, i: int, run: Run, spec: TrainSpec
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Batch ``i`` of the epoch's order and its labels (conditional runs); with ``augment``, random horizontal flips
+    (axial slices are near-symmetric)."""
     batch = spec.batch_size
-    real = data[order[i * batch : (i + 1) * batch].to(data.device)]
+    rows = order[i * batch : (i + 1) * batch].to(data.device)
+    real = data[rows]
     if spec.augment:
         flip = (torch.rand(batch, generator=run.noise) < 0.5).to(data.device)
         real = torch.where(flip[:, None, None, None], real.flip(-1), real)
-    return real
+    return real, None if labels is None else labels[rows]
 
 
-def _d_real(run: Run, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+def generate(G: nn.Module, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    """``G(z)``, or ``G(z, y)`` for a conditional generator."""
+    return G(z) if y is None else G(z, y)
+
+
+def _conditioned(D: nn.Module, y: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """D as a function of images only (what the losses' penalties call): ``D(x, y)`` for a conditional D."""
+    return D if y is None else (lambda x: D(x, y))
+
+
+def _d_real(run: Run, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """D's logits on reals, and the reconstruction loss of a discriminator that also decodes (fastgan)."""
     decode = getattr(run.D, "forward_with_reconstruction", None)
     if callable(decode):
-        logits, rec = decode(x, run.noise)
+        logits, rec = decode(x, run.noise) if y is None else decode(x, run.noise, y)
         return logits, rec
-    return run.D(x), None
+    return _conditioned(run.D, y)(x), None
 
 
 def adversarial_step(
-    run: Run, loss: GanLoss, real: torch.Tensor, z: torch.Tensor, spec: TrainSpec, use_amp: bool
+    run: Run,
+    loss: GanLoss,
+    real: torch.Tensor,
+    y: torch.Tensor | None,
+    z: torch.Tensor,
+    spec: TrainSpec,
+    use_amp: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One discriminator update and, every ``n_critic``-th step, one generator update; the losses, on the device."""
+    """One discriminator update and, every ``n_critic``-th step, one generator update; the losses, on the device.
+
+    A conditional run draws its fakes for the real batch's labels ``y`` (the classes in the data's proportions).
+    """
+    D = _conditioned(run.D, y)
     device_type = real.device.type
     g_turn = (run.step + 1) % spec.n_critic == 0
 
@@ -292,24 +319,24 @@ def adversarial_step(
 
     with torch.autocast(device_type, dtype=torch.float16, enabled=use_amp):
         with torch.set_grad_enabled(g_turn):  # no graph through G on critic-only steps
-            fake = run.G(z)
+            fake = generate(run.G, z, y)
         d_real, d_fake = aug(real), aug(fake.detach())
-        real_logits, reconstruction = _d_real(run, d_real)
+        real_logits, reconstruction = _d_real(run, d_real, y)
         run.ada.observe(real_logits)
-        fake_logits = run.D(d_fake)
+        fake_logits = D(d_fake)
         d_loss = loss.d_loss(real_logits, fake_logits)
-        for extra in (reconstruction, loss.regularizer(run.D, d_real, d_fake)):
+        for extra in (reconstruction, loss.regularizer(D, d_real, d_fake)):
             if extra is not None:
                 d_loss = d_loss + extra
         if spec.r1_gamma > 0:
-            d_loss = d_loss + r1_penalty(run.D, d_real, spec.r1_gamma)
+            d_loss = d_loss + r1_penalty(D, d_real, spec.r1_gamma)
     run.opt_d.zero_grad(set_to_none=True)
     run.scaler.scale(d_loss).backward()
     run.scaler.step(run.opt_d)
 
     if g_turn:
         with torch.autocast(device_type, dtype=torch.float16, enabled=use_amp):
-            g_loss = loss.g_loss(run.D(aug(fake)))
+            g_loss = loss.g_loss(D(aug(fake)))
         run.opt_g.zero_grad(set_to_none=True)
         run.scaler.scale(g_loss).backward()
         run.scaler.step(run.opt_g)
@@ -346,6 +373,20 @@ def take_snapshot(run: Run, plan: Plan, score_fn: ScoreFn) -> None:
     log.info("snapshot at step %d: %s", run.step, {k: v for k, v in metrics.items() if k != "step"})
 
 
+def _labels(spec: TrainSpec, labels: np.ndarray | None, num_classes: int | None, n: int, device: torch.device) -> tuple[
+    torch.Tensor | None, torch.Tensor | None
+]:  # fmt: skip
+    """The training labels on the device and the sample grid's fixed labels, for a conditional spec (else None)."""
+    if not spec.conditional:
+        return None, None
+    if labels is None or num_classes is None or len(labels) != n:
+        raise ValueError("a conditional run needs one class index per training image, and the number of classes")
+    label_t = torch.as_tensor(np.asarray(labels, dtype=np.int64), device=device)
+    if int(label_t.min()) < 0 or int(label_t.max()) >= num_classes:
+        raise ValueError(f"class indices must lie in 0..{num_classes - 1}")
+    return label_t, fixed_labels(SAMPLES_N, num_classes)
+
+
 def flush_losses(run: Run, pending: list[torch.Tensor]) -> None:
     """Move the losses kept on the device into the history: one host sync per logging interval."""
     if pending:
@@ -376,6 +417,8 @@ def train(
     images: np.ndarray,
     workdir: Path,
     *,
+    labels: np.ndarray | None = None,
+    num_classes: int | None = None,
     device: torch.device | None = None,
     checkpoint_every: int = 200,
     progress_fn: ProgressFn | None = None,
@@ -386,6 +429,8 @@ def train(
     threads: int | None = None,
 ) -> TrainResult:
     """Train ``spec`` on uint8 ``images [N, S, S]``; resume from ``workdir`` when it holds a checkpoint.
+
+    A conditional spec also needs the images' class indices ``labels [N]`` and ``num_classes``.
 
     ``amp``: mixed precision (fp16 autocast and a gradient scaler); None: on CUDA only. A checkpoint
     resumes on any device and with either setting (written on a CPU, resumed on a GPU, and back).
@@ -402,7 +447,8 @@ def train(
     torch.manual_seed(spec.seed)
     data = prepare_images(images, spec.image_size, device)
     plan = make_plan(spec, len(data))
-    run = new_run(spec, device, use_amp, plan.total_steps * plan.batch)
+    label_t, fixed_y = _labels(spec, labels, num_classes, len(data), device)
+    run = new_run(spec, device, use_amp, plan.total_steps * plan.batch, num_classes)
     loss = make_loss(spec.loss, run.noise)
     fixed_z = torch.randn(SAMPLES_N, spec.latent_dim, generator=torch.Generator().manual_seed(spec.seed + 2))
 
@@ -423,16 +469,18 @@ def train(
         epoch, i = divmod(run.step, plan.steps_per_epoch)
         if i == 0:
             order = _epoch_order(plan.n, spec.seed, epoch)
-        real = real_batch(data, order, i, run, spec)
+        real, y = real_batch(data, label_t, order, i, run, spec)
         z = torch.randn(plan.batch, spec.latent_dim, generator=run.noise).to(device)
-        pending.append(torch.stack(adversarial_step(run, loss, real, z, spec, use_amp)))
+        if y is not None:
+            set_strength(strength_at(run.step, plan.total_steps, spec.cond_start, spec.cond_end), run.G, run.D)
+        pending.append(torch.stack(adversarial_step(run, loss, real, y, z, spec, use_amp)))
         run.step += 1
 
         end_of_epoch = run.step % plan.steps_per_epoch == 0
         if end_of_epoch or run.step % log_every == 0 or run.step % checkpoint_every == 0:
             flush_losses(run, pending)
         if end_of_epoch:
-            save_samples(run.exported, fixed_z, workdir / "samples" / f"epoch_{epoch + 1:04d}.png")
+            save_samples(run.exported, fixed_z, workdir / "samples" / f"epoch_{epoch + 1:04d}.png", fixed_y)
         if score_fn is not None and run.step in plan.snapshot_steps:
             take_snapshot(run, plan, score_fn)
         if end_of_epoch or run.step % checkpoint_every == 0:
@@ -450,7 +498,7 @@ def train(
     run.D.eval()
     generator, snapshot = final_generator(run)
     generator.eval()
-    save_samples(generator, fixed_z, workdir / "samples" / "published.png")
+    save_samples(generator, fixed_z, workdir / "samples" / "published.png", fixed_y)
     epochs = run.step // max(plan.steps_per_epoch, 1)
     p = run.ada.p if spec.augment and spec.ada_target is not None else None
     return TrainResult(generator, run.D, run.step, epochs, run.d_losses, run.g_losses, run.resumed_from, device.type,

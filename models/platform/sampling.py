@@ -44,11 +44,35 @@ def open_session(path: Path, providers: list[str] | None = None) -> Any:
     return ort.InferenceSession(str(path), opts, providers=providers or [CPU])
 
 
-def synthesize(session: Any, latent_dim: int, count: int, seed: int = 0, batch: int = 64) -> np.ndarray:
-    """uint8 ``[count, H, W]``: image ``i`` from the latent of seed ``seed + i`` (as ``/generate`` draws it)."""
+def synthesize(
+    session: Any, latent_dim: int, count: int, seed: int = 0, batch: int = 64, labels: np.ndarray | None = None
+) -> np.ndarray:
+    """uint8 ``[count, H, W]``: image ``i`` from the latent of seed ``seed + i`` (as ``/generate`` draws it), and
+    for a conditional model of class index ``labels[i]``."""
     out = []
     for start in range(0, count, batch):
         seeds = list(range(seed + start, seed + min(count, start + batch)))
-        images = session.run(["image"], {"z": latents(latent_dim, seeds)})[0]
+        feeds = {"z": latents(latent_dim, seeds)}
+        if labels is not None:
+            feeds["label"] = np.asarray(labels[start : start + len(seeds)], dtype=np.int64)
+        images = session.run(["image"], feeds)[0]
         out.append(to_uint8(images[:, 0]))  # rounded as the API's PNG encoder does
     return np.concatenate(out) if out else np.zeros((0, 0, 0), np.uint8)
+
+
+def proportional(count: int, weights: list[int]) -> list[int]:
+    """``count`` split in proportion to ``weights`` (largest remainders, ties to the lower index): how a
+    conditional model's images are spread over its classes when no class is asked for (``/generate``, reports)."""
+    w = np.array([max(x, 0) for x in weights], dtype=float)
+    if w.sum() <= 0:
+        w = np.ones(len(w))
+    exact = count * w / w.sum()
+    counts = np.floor(exact).astype(int)
+    for k in np.argsort(-(exact - counts), kind="stable")[: count - int(counts.sum())]:
+        counts[k] += 1
+    return [int(n) for n in counts]
+
+
+def class_draw(count: int, train_counts: list[int]) -> np.ndarray:
+    """int64 ``[count]`` class indices: ``proportional`` runs in index order (0, 0, ..., 1, ...)."""
+    return np.repeat(np.arange(len(train_counts), dtype=np.int64), proportional(count, train_counts))

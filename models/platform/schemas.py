@@ -5,6 +5,7 @@ Torch-free: the API imports this module.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
@@ -125,7 +126,13 @@ class TrainSpec(BaseModel):
     latent_dim: int = Field(default=100, ge=1, le=4096)
     # Base channel width of "dcgan" and "fastgan" (G and D); 64 is DCGAN's, 8-32 trains on a CPU in minutes.
     width: int = Field(default=64, ge=4, le=1024)
+    # One model for every class of the dataset (models.gan.conditional); /generate then takes label= or labels=.
     conditional: bool = False
+    # Transitional conditioning (Shahbazi et al. 2022): the class information is off for the first cond_start of
+    # the run and ramps in linearly until cond_end (fractions of the run); at most 0.5, so that every scored
+    # snapshot (second half) and the published generator are fully conditional.
+    cond_start: float = Field(default=0.1, ge=0.0, lt=0.5)
+    cond_end: float = Field(default=0.4, gt=0.0, le=0.5)
     # The GAN loss (models.gan.losses): the report's "bce", "hinge" (SN-GAN), or "wgan-gp" (gradient penalty 10).
     loss: LossName = "bce"
     n_critic: int = Field(default=1, ge=1, le=10)  # D (critic) steps per G step; WGAN-GP's default is 5
@@ -171,9 +178,34 @@ class TrainSpec(BaseModel):
         unknown = sorted(set(ops) - set(AUGMENT_OPS))
         if unknown or not ops:
             raise ValueError(f"augment_policy {self.augment_policy!r}: use a comma-separated subset of {AUGMENT_OPS}")
-        if self.conditional:
-            raise ValueError("conditional training is not supported yet; train one model per class")
+        if self.conditional and self.architecture == "dcgan-seed":
+            raise ValueError("dcgan-seed is the report's fixed network and is never conditional: use dcgan or fastgan")
+        if self.cond_start >= self.cond_end:
+            raise ValueError(f"cond_start ({self.cond_start}) must be below cond_end ({self.cond_end})")
         return self
+
+    def check_dataset(self, dataset: DatasetInfo) -> str | None:
+        """Why this spec cannot train on ``dataset`` (a 422's detail), or None when it can."""
+        train = dataset.train_images
+        if self.batch_size > train:  # training reads the train split only
+            held = f", {dataset.images - train} held out" if dataset.split is not None else ""
+            return (
+                f"batch_size {self.batch_size} is larger than the training split of dataset {dataset.id} "
+                f"({train} of {dataset.images} images{held})"
+            )
+        if not self.conditional:
+            return None
+        if len(dataset.classes) < 2:
+            return f"conditional training needs at least 2 classes; dataset {dataset.id} has {sorted(dataset.classes)}"
+        counts = class_train_counts(dataset)
+        need = math.ceil(self.batch_size / len(counts))  # a class's share of a balanced batch
+        short = {c: n for c, n in counts.items() if n < need}
+        if short:
+            return (
+                f"conditional training with batch_size {self.batch_size} needs at least {need} training images per "
+                f"class; too few in {short} (training counts {counts}): add images, or lower batch_size"
+            )
+        return None
 
     @property
     def augment_ops(self) -> tuple[str, ...]:
@@ -261,6 +293,26 @@ class DatasetInfo(BaseModel):
         return self.split.train if self.split is not None else self.images
 
 
+def class_train_counts(dataset: DatasetInfo) -> dict[str, int]:
+    """Training images per class (every image when the dataset was stored before held-out splits existed)."""
+    if dataset.split is not None and dataset.split.classes:
+        return {c: dataset.split.classes.get(c, {}).get("train", 0) for c in sorted(dataset.classes)}
+    return {c: dataset.classes[c] for c in sorted(dataset.classes)}
+
+
+def class_indices(classes: dict[str, Any]) -> dict[str, int]:
+    """A dataset's class ids: the class names in sorted order (``labels.npy`` holds these indices)."""
+    return {name: i for i, name in enumerate(sorted(classes))}
+
+
+class LabelInfo(BaseModel):
+    """One class of a conditional model: its name, the ONNX ``label`` index, and its training images."""
+
+    name: str
+    index: int
+    train_images: int
+
+
 class ModelIdentity(BaseModel):
     """What names a model version and what it draws: the fields every view of a version shows."""
 
@@ -271,7 +323,8 @@ class ModelIdentity(BaseModel):
     image_size: int
     latent_dim: int
     conditional: bool
-    classes: dict[str, int]
+    classes: dict[str, int]  # the dataset's images per class
+    labels: list[LabelInfo] | None = None  # a conditional model's classes (None: unconditional)
     dataset: str
     job_id: str
     created: str

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     # Evaluation of every new model version (the quality report). Synthetic images drawn for it:
     # 500 is what the speed target is set for (with 200 real images at 128 px, under 3 minutes on 2 CPU cores).
     eval_synthetic_count: int = Field(default=500, ge=2, le=100_000)
+    # The utility test of a conditional model on labelled data: no new classifier seed starts past this many
+    # seconds (2 always run); 5 seeds x 3 arms take about a minute on 2 CPU cores at 64 px.
+    utility_budget_s: float = Field(default=120.0, ge=0.0, le=86_400.0)
     # TorchScript Inception-v3 (inception-2015-12-05.pt, as StyleGAN2-ADA and clean-fid use) for FID and KID;
     # None: the report says they were not computed and why. Never downloaded.
     fid_weights: Path | None = None

@@ -39,6 +39,7 @@ from models.platform.schemas import ModelManifest
 from models.platform.store import REPORT_JSON, REPORT_PLOTS, atomic_write_json
 from models.quality import plots as report_plots
 from models.quality.metrics import MEANINGS, METRICS, EvalInputs, compute, nearest_training
+from models.quality.per_class import Labelled, class_metrics, collapsed_classes, synthetic_labels, utility_section
 from models.quality.snapshots import collapsed
 from models.report.summary import summarize
 
@@ -49,6 +50,10 @@ RECIPE_FIELDS = ("preset_used", "loss", "d_norm", "ema", "augment_policy", "ada_
 COLLAPSE_NOTE = (
     "Mode collapse: the synthetic slices are far more alike than the real slices (diversity check, MS-SSIM). "
     "Do not use them to augment a training set; retrain with more data or another recipe."
+)
+CLASS_COLLAPSE_NOTE = (
+    "Mode collapse in class(es) {classes}: that class's synthetic slices are far more alike than its real slices "
+    "(per-class diversity check). Do not use that class's slices for augmentation."
 )
 SMALL_REAL_SET = 50  # below this many real images, the report warns that the tests have little power
 
@@ -71,6 +76,9 @@ class EvalConfig:
     device: str = "cpu"  # the classifier's and the Inception network's device
     providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])  # ONNX Runtime, for synthesis
     closest_pairs: int = 8  # synthetic/training pairs shown, nearest first
+    utility: bool = True  # the utility test (labelled data and a conditional model)
+    utility_budget_s: float = 120.0  # no new classifier seed starts past this (DRAWAI_UTILITY_BUDGET_S)
+    utility_seeds: int = 5  # classifier seeds per arm
     epoch_grids: int = 10  # per-epoch sample grids shown, evenly spaced, the last one always
 
 
@@ -83,6 +91,8 @@ class RealImages:
     train: np.ndarray | None = None  # None: not available (memorization is not computed)
     train_source: str | None = None
     label: str = "held-out"  # how plots name the real side
+    heldout_labels: np.ndarray | None = None  # class indices (the dataset's sorted class names); None: unlabelled
+    train_labels: np.ndarray | None = None
 
 
 def at_model_size(images: np.ndarray | None, size: int) -> np.ndarray | None:
@@ -142,6 +152,8 @@ class Images:
     heldout: np.ndarray | None
     train: np.ndarray | None
     provider: str  # ONNX Runtime's provider that drew the synthetic images
+    synthetic_labels: np.ndarray | None = None  # a conditional model's class per synthetic image
+    session: Any = None  # the ONNX Runtime session (the utility test draws more slices per class)
 
 
 @dataclass
@@ -161,10 +173,11 @@ class Steps:
 
 def draw_images(model_dir: Path, manifest: ModelManifest, real: RealImages, config: EvalConfig) -> Images:
     session = open_session(model_dir / "generator.onnx", config.providers)
-    synthetic = synthesize(session, manifest.latent_dim, config.synthetic_count, config.seed)
+    labels = synthetic_labels(manifest, config.synthetic_count)
+    synthetic = synthesize(session, manifest.latent_dim, config.synthetic_count, config.seed, labels=labels)
     size = manifest.image_size
     return Images(synthetic, at_model_size(real.heldout, size), at_model_size(real.train, size),
-                  session.get_providers()[0])  # fmt: skip
+                  session.get_providers()[0], labels, session)  # fmt: skip
 
 
 def metric_inputs(images: Images, real: RealImages, config: EvalConfig) -> tuple[EvalInputs | None, str | None]:
@@ -255,6 +268,37 @@ def data_section(images: Images, real: RealImages, config: EvalConfig, image_siz
     }
 
 
+def class_sections(
+    manifest: ModelManifest,
+    images: Images,
+    real: RealImages,
+    config: EvalConfig,
+    inputs: EvalInputs | None,
+    step: Steps,
+    abort_fn: AbortFn | None,
+) -> dict[str, Any]:
+    """Per-class metrics and the utility test of a conditional model (None for an unconditional one's classes)."""
+    out: dict[str, Any] = {"classes": None, "collapsed_classes": [], "utility": None, "seconds": {}}
+    labelled = real.heldout_labels is not None
+    if manifest.labels and labelled and inputs is not None:
+        step("per class", step.total - 3)
+        t0 = time.perf_counter()
+        labels = Labelled(images.synthetic_labels, real.heldout_labels, real.train_labels)
+        out["classes"] = class_metrics(config.metrics, manifest.labels, images.synthetic, images.heldout,
+                                       images.train, labels, inputs)  # fmt: skip
+        out["collapsed_classes"] = collapsed_classes(out["classes"])
+        out["seconds"]["per_class"] = round(time.perf_counter() - t0, 3)
+    if config.utility and labelled:
+        if manifest.labels:
+            step("utility test", step.total - 2)
+        t0 = time.perf_counter()
+        out["utility"] = utility_section(manifest, images.session, (images.train, real.train_labels),
+                                         (images.heldout, real.heldout_labels),
+                                         (config.utility_budget_s, config.utility_seeds), abort_fn)  # fmt: skip
+        out["seconds"]["utility"] = round(time.perf_counter() - t0, 3)
+    return out
+
+
 def evaluate(
     model_dir: Path,
     out_dir: Path,
@@ -271,7 +315,9 @@ def evaluate(
     names = list(config.metrics)
     if unknown := [n for n in names if n not in METRICS]:
         raise ValueError(f"unknown metrics {unknown}; known: {sorted(METRICS)}")
-    step = Steps(len(names) + 2, progress_fn, abort_fn)  # synthesis, the metrics, the plots
+    conditional = bool(manifest.labels)
+    # synthesis, the metrics, per class, the utility test, the plots
+    step = Steps(len(names) + 2 + 2 * conditional, progress_fn, abort_fn)
     seconds: dict[str, float] = {}
 
     # -- Phase 1: synthetic images, and the real ones at the model's size -----------------------
@@ -288,6 +334,8 @@ def evaluate(
     else:
         metrics = {name: {"computed": False, "reason": why_not, "seconds": 0.0} for name in names}
     seconds["metrics"] = round(time.perf_counter() - t0, 3)
+    sections = class_sections(manifest, images, real, config, inputs, step, abort_fn)
+    seconds.update(sections.pop("seconds"))
 
     # -- Phase 3: plots -------------------------------------------------------------------------
     step("plots", step.total - 1)
@@ -318,8 +366,11 @@ def evaluate(
         "epochs": epochs,
         "plots": plots,
         "collapsed": collapsed_now,
+        **sections,  # "classes" (per-class metrics), "collapsed_classes", "utility"
         "notes": notes_for(0 if images.heldout is None else len(images.heldout), why_not)
-        + ([COLLAPSE_NOTE] if collapsed_now else []),
+        + ([COLLAPSE_NOTE] if collapsed_now else [])
+        + [CLASS_COLLAPSE_NOTE.format(classes=", ".join(sections["collapsed_classes"]))]
+        * bool(sections["collapsed_classes"]),
         "seconds": seconds,
     }
     atomic_write_json(out_dir / REPORT_JSON, report)

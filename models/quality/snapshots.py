@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.gan.training import prepare_images
+from models.gan.training import generate, prepare_images
 from models.platform.grids import to_uint8
 from models.quality.metrics import mean_pairwise_msssim, msssim_betas, two_sample_auc
 
@@ -41,9 +41,14 @@ def collapsed(synthetic_msssim: float, real_msssim: float) -> bool:
 class SnapshotScorer:
     """``score_fn`` for ``models.gan.training.train``: scores a generator against a fixed set of training slices."""
 
-    def __init__(self, train_images: np.ndarray, image_size: int, latent_dim: int, seed: int = 0) -> None:
+    def __init__(self, train_images: np.ndarray, image_size: int, latent_dim: int, seed: int = 0,
+                 labels: np.ndarray | None = None) -> None:  # fmt: skip
+        """``labels``: the training images' class indices, for a conditional generator: its samples are drawn for
+        the labels of the picked training slices, so both sides hold the classes in the same proportions."""
         rng = np.random.default_rng(seed)
         pick = np.sort(rng.permutation(len(train_images))[:SNAPSHOT_SAMPLES])
+        picked = None if labels is None else np.resize(np.asarray(labels)[pick], SNAPSHOT_SAMPLES)  # repeated if short
+        self.labels = None if picked is None else torch.as_tensor(picked, dtype=torch.int64)
         self.real = to_uint8(prepare_images(train_images[pick], image_size, torch.device("cpu")).numpy()[:, 0])
         self.z = torch.randn(SNAPSHOT_SAMPLES, latent_dim, generator=torch.Generator().manual_seed(seed + 7))
         self.seed = seed
@@ -53,8 +58,8 @@ class SnapshotScorer:
     def samples(self, G: nn.Module) -> np.ndarray:
         device = next(G.parameters()).device
         with torch.no_grad():
-            fake = G(self.z.to(device)).float().cpu().numpy()
-        return to_uint8(fake[:, 0])
+            fake = generate(G, self.z.to(device), None if self.labels is None else self.labels.to(device))
+        return to_uint8(fake.float().cpu().numpy()[:, 0])
 
     def __call__(self, G: nn.Module) -> dict[str, Any]:
         fake = self.samples(G)

@@ -14,6 +14,7 @@ from service.auth import require_generate_key
 from service.deps import BatcherDep, MetricsDep, ModelsDep, SettingsDep
 from service.errors import KEYED, responses
 from service.inference import LoadedModel, ModelLoadError
+from service.labels import LabelError, plan_classes, requested_rows
 
 router = APIRouter(tags=["generate"])
 
@@ -25,8 +26,9 @@ REFUSALS = {
     401: "an API key is required (unless DRAWAI_PUBLIC_GENERATE=true)",
     404: "no such model version (model=)",
     409: "the pinned version cannot be loaded",
-    422: "invalid parameters: count over DRAWAI_MAX_COUNT, format=png with count > 1, a label for an "
-    "unconditional model, seed + count too large",
+    422: "invalid parameters: count over DRAWAI_MAX_COUNT, format=png with count > 1, seed + count too large, "
+    "a label for an unconditional model, an unknown class (the detail lists the model's classes), a malformed "
+    "labels list or one whose total is not count",
     503: "no model is active",
 }
 
@@ -41,32 +43,52 @@ async def generate(
     batcher: BatcherDep,
     settings: SettingsDep,
     metrics: MetricsDep,
-    count: Annotated[int, Query(ge=1, description="number of images (at most DRAWAI_MAX_COUNT)")] = 1,
+    count: Annotated[
+        int | None, Query(ge=1, description="number of images (at most DRAWAI_MAX_COUNT); default 1, or labels' sum")
+    ] = None,
     seed: Annotated[int | None, Query(ge=0, le=MAX_SEED, description="image i uses seed + i")] = None,
     model: Annotated[str | None, Query(description="model version; default the active one")] = None,
     format: Annotated[Literal["png", "zip", "json", "npy", "grid"] | None, Query()] = None,
-    label: Annotated[str | None, Query(description="class (conditional models only)")] = None,
+    label: Annotated[
+        str | None, Query(max_length=200, description="conditional models: every image of this class")
+    ] = None,
+    labels: Annotated[
+        str | None,
+        Query(max_length=2000, description="conditional models: images per class, e.g. yes:48,no:16 (in that order)"),
+    ] = None,
 ) -> Response:
-    """Generate ``count`` images. Same seed, same model: byte-identical output. 429 when overloaded."""
-    if count > settings.max_count:
+    """Generate ``count`` images. Same seed, same model (and classes): byte-identical output. 429 when overloaded.
+
+    A conditional model draws ``label``'s class, the classes ``labels`` asks for, or, with neither, ``count``
+    spread over its classes in their training proportions; every image carries its class.
+    """
+    if count is not None and count > settings.max_count:
         raise HTTPException(422, f"count must be between 1 and {settings.max_count}")
-    fmt = format or ("png" if count == 1 else "zip")
-    if fmt == "png" and count != 1:
+    rows = count or requested_rows(labels) or 1  # what admission counts, before the model is known
+    if rows > settings.max_count:
+        raise HTTPException(422, f"count must be between 1 and {settings.max_count} (labels asks for {rows})")
+    fmt = format or ("png" if rows == 1 else "zip")
+    if fmt == "png" and rows != 1:
         raise HTTPException(422, "format=png returns one image: use count=1, or format=zip, json, npy or grid")
     base = seed if seed is not None else secrets.randbelow(MAX_SEED - settings.max_count)
-    if base + count - 1 > MAX_SEED:
+    if base + rows - 1 > MAX_SEED:
         raise HTTPException(422, f"seed + count must stay below {MAX_SEED}")
-    with batcher.admit(count):  # Overloaded (429) before any work; the rows count until the body is built
+    with batcher.admit(rows):  # Overloaded (429) before any work; the rows count until the body is built
         # The active model is already loaded: no thread hop on the hot path; a pinned one may need loading.
         loaded = _resolve(models, None) if model is None else await asyncio.to_thread(_resolve, models, model)
-        if label is not None:
-            raise HTTPException(422, f"model {loaded.version} is not conditional: it takes no label")
+        try:
+            count, plan = plan_classes(loaded.manifest.labels, count, label, labels, settings.max_count)
+        except LabelError as exc:
+            raise HTTPException(422, f"model {loaded.version}: {exc}") from None
         seeds = list(range(base, base + count))
         z = await asyncio.to_thread(latents, loaded.latent_dim, seeds)
-        images = await batcher.infer(loaded, z)
-        body = await asyncio.to_thread(encoders.encode, images, seeds, loaded.version, fmt)
+        images = await batcher.infer(loaded, z, None if plan is None else plan.indices)
+        names = None if plan is None else plan.names
+        body = await asyncio.to_thread(encoders.encode, images, seeds, loaded.version, fmt, names)
     metrics.count_images(loaded.version, count)
     headers = {"X-DrawAI-Model-Version": loaded.version, "X-DrawAI-Seed": str(base), "X-DrawAI-Synthetic": "true"}
+    if plan is not None:
+        headers["X-DrawAI-Classes"] = plan.header
     if fmt in ("zip", "npy", "png", "grid"):
         ext = {"grid": "png"}.get(fmt, fmt)
         headers["Content-Disposition"] = f'attachment; filename="drawai-{loaded.version}-seed{base}.{ext}"'

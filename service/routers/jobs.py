@@ -14,6 +14,10 @@ from service.paging import Page, Paging
 # KeyCheckedRoute: the key is checked before FastAPI reads the JSON spec.
 router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=KeyCheckedRoute)
 
+UNFIT = (
+    "invalid spec, or one that its dataset cannot train: batch_size over the training split; conditional training on "
+    "one class, or with a class under its share of a batch"
+)
 NO_JOB = {404: "no such job (or an id no job can have)"}
 
 
@@ -21,18 +25,16 @@ NO_JOB = {404: "no such job (or an id no job can have)"}
     "/train",
     status_code=status.HTTP_202_ACCEPTED,
     dependencies=[Depends(require_key)],
-    responses=responses(*KEYED, 400, 404, 409, 422, 503, descriptions={404: "no such dataset", 409: "damaged dataset"}),
+    responses=responses(
+        *KEYED, 400, 404, 409, 422, 503, descriptions={404: "no such dataset", 409: "damaged dataset", 422: UNFIT}
+    ),
 )
 def submit_training(spec: TrainSpec, store: StoreDep, queue: QueueDep, settings: SettingsDep) -> jobq.JobView:
     """Validate the spec against its dataset and enqueue it on the ``train`` queue."""
     dataset = store.get_dataset(spec.dataset)  # 404 when unknown
-    if spec.batch_size > dataset.train_images:  # training reads the train split only
-        held = f", {dataset.images - dataset.train_images} held out" if dataset.split is not None else ""
-        raise HTTPException(
-            status_code=422,
-            detail=f"batch_size {spec.batch_size} is larger than the training split of dataset {dataset.id} "
-            f"({dataset.train_images} of {dataset.images} images{held})",
-        )
+    problem = spec.check_dataset(dataset)  # batch larger than the training split; conditional on too few classes
+    if problem is not None:
+        raise HTTPException(status_code=422, detail=problem)
     return jobq.view(jobq.enqueue_training(queue, spec, settings))
 
 
