@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TOOLS := $(VENV)/.tools
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv test test-all lint demo worker api clean
+.PHONY: venv test test-all lint demo demo-conditional worker api clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -48,5 +48,8 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/drawai demo
 
+demo-conditional: $(STAMP)
+	$(BIN)/drawai demo --conditional --out drawai-demo-conditional
+
 clean:
-	rm -rf $(VENV) drawai-home drawai-demo
+	rm -rf $(VENV) drawai-home drawai-demo drawai-demo-conditional

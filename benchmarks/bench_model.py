@@ -21,7 +21,7 @@ from models.platform.schemas import ModelManifest, TrainSpec
 from models.platform.store import Store, atomic_write_json
 
 SPEC = TrainSpec(dataset="bench", preset="report")
-# The network `make demo` trains (drawai.cli.DEMO_SPEC: the "quick" preset); the load and soak benchmarks' default.
+# The network `make demo` trains (drawai.demo.DEMO_SPEC: the "quick" preset); the load and soak benchmarks' default.
 DEMO_SPEC = TrainSpec(dataset="bench", preset="quick")
 SPECS = {"dcgan-seed": SPEC, "demo": DEMO_SPEC}
 

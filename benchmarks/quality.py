@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DATASETS = {
     "demo": ROOT / "data" / "demo" / "mni152_axial",
     "kaggle_like": ROOT / "data" / "bench" / "kaggle_like.zip",
+    # The labelled demo: no/ template slices, yes/ with a simulated lesion (data/demo/NOTICE.md).
+    "demo_lesions": ROOT / "data" / "demo" / "mni152_lesions",
 }
 OLD_DEMO = {
     "architecture": "dcgan",
@@ -53,6 +55,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     "report": {"preset": "report"},
     "old-demo": {"preset": "quick", **OLD_DEMO},
     "quick": {"preset": "quick"},
+    # one class-conditional model for every class (a labelled dataset): per-class metrics and the utility test
+    "quick-conditional": {"preset": "quick", "conditional": True},
+    # the same without transitional conditioning (the class information from the first step)
+    "quick-conditional-no-transition": {"preset": "quick", "conditional": True, "cond_start": 0.0, "cond_end": 1e-6},
     # candidates measured to choose "quick" (64 px, width 32; the quick preset's fields unless named)
     "dcgan-hinge-sn-ema": {"preset": "quick", "architecture": "dcgan"},
     "old-demo-ema": {"preset": "quick", **OLD_DEMO, "ema": True},
@@ -111,16 +117,20 @@ def train_and_evaluate(store: Any, settings: Any, dataset: Any, recipe: str, fie
     if "epochs" not in given and fields.get("preset") != "report":
         given["kimg"] = kimg  # the same budget for every recipe but the report's own 10 epochs
     spec = TrainSpec.model_validate(given)
-    images, _ = store.load_dataset(dataset.id, split="train")
-    heldout, _ = store.load_dataset(dataset.id, split="heldout")
+    images, labels = store.load_dataset(dataset.id, split="train")
+    heldout, heldout_labels = store.load_dataset(dataset.id, split="heldout")
     workdir = out / "work"
     shutil.rmtree(workdir, ignore_errors=True)
-    scorer = SnapshotScorer(images, spec.image_size, spec.latent_dim, spec.seed) if spec.snapshots else None
+    cond = labels if spec.conditional else None
+    scorer = SnapshotScorer(images, spec.image_size, spec.latent_dim, spec.seed, cond) if spec.snapshots else None
     started = time.perf_counter()
-    result = train(spec, images, workdir, device=torch.device("cpu"), score_fn=scorer, checkpoint_every=10**9,
-                   threads=threads)  # fmt: skip
+    result = train(spec, images, workdir, labels=labels, num_classes=len(dataset.classes), device=torch.device("cpu"),
+                   score_fn=scorer, checkpoint_every=10**9, threads=threads)  # fmt: skip
     minutes = (time.perf_counter() - started) / 60
-    real = RealImages(heldout=heldout, heldout_source="held-out split", train=images, train_source="training split")
+    labelled = len(dataset.classes) > 1
+    real = RealImages(heldout=heldout, heldout_source="held-out split", train=images, train_source="training split",
+                      heldout_labels=heldout_labels if labelled else None,
+                      train_labels=labels if labelled else None)  # fmt: skip
     config = EvalConfig(synthetic_count=500, metrics=HEADLINE)
 
     def evaluate_staged(staged: Path) -> dict[str, Any]:
@@ -141,6 +151,8 @@ def train_and_evaluate(store: Any, settings: Any, dataset: Any, recipe: str, fie
         "metrics": report["metrics"],
         "snapshot": {k: snap[k] for k in ("step", "score", "c2st_auc", "diversity_ratio")} if snap else None,
         "steps": result.step,
+        "classes": report.get("classes"),
+        "utility": report.get("utility"),
     }
 
 
@@ -172,6 +184,58 @@ def print_table(dataset: str, info: Any, rows: list[dict[str, Any]]) -> None:
                       *(f"{v} ({r})" for v, r in cells),
                       f"step {snap['step']}/{row['steps']}" if snap else "last")  # fmt: skip
     Console(width=160).print(table)
+    for row in rows:
+        print_class_rows(row)
+
+
+def print_class_rows(row: dict[str, Any]) -> None:
+    """A conditional recipe's per-class metrics and its utility test."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if row.get("classes"):
+        table = Table(title=f"{row['recipe']}: per class")
+        for col in (
+            "class",
+            "held-out/syn",
+            "c2st (ref)",
+            "W1 (ref)",
+            "MS-SSIM syn (real)",
+            "copies (ref)",
+            "collapsed",
+        ):
+            table.add_column(col)
+        for name, section in row["classes"].items():
+            counts = f"{section['counts']['heldout']}/{section['counts']['synthetic']}"
+            if not section.get("computed"):
+                table.add_row(name, counts, *["-"] * 4, section.get("reason", ""))
+                continue
+            cells = [_cell(section["metrics"], name_) for name_ in HEADLINE]
+            table.add_row(name, counts, *(f"{v} ({r})" for v, r in cells), "yes" if section["collapsed"] else "no")
+        Console(width=160).print(table)
+    utility = row.get("utility") or {}
+    if utility and not utility.get("skipped"):
+        print_utility(row["recipe"], utility)
+    elif utility:
+        print(f"{row['recipe']}: utility test not run: {utility.get('why')}")
+
+
+def print_utility(recipe: str, utility: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{recipe}: utility test ({utility.get('seeds_run')} seeds, held-out real slices)")
+    metrics = ("auroc", "balanced_accuracy", "f1_minority")
+    table.add_column("arm")
+    for m in metrics:
+        table.add_column(m)
+    for arm, values in utility["arms"].items():
+        table.add_row(arm, *(f"{values[m]['mean']:.3f} ± {values[m]['sd']:.3f}" for m in metrics))
+    delta = utility["difference"]
+    table.add_row("(b) − (a)", *(f"{delta[m]['mean']:+.3f} [{delta[m]['low']:+.3f}, {delta[m]['high']:+.3f}]"
+                                 for m in metrics))  # fmt: skip
+    Console(width=160).print(table)
+    print(utility.get("summary", ""))
 
 
 def main() -> int:

@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import io
 import logging
-import shutil
-import signal
 import sys
-import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
 from models.platform.settings import Settings, get_settings
-
-DEMO_DATA = Path(__file__).resolve().parent.parent / "data" / "demo" / "mni152_axial"
-# The "quick" preset (models.platform.schemas.PRESETS): the best recipe benchmarks/quality.py measured for at
-# most 5 minutes on two CPU cores.
-DEMO_SPEC: dict[str, Any] = {"preset": "quick", "seed": 7, "activate": True}
 
 
 def _logging(level: str = "INFO") -> None:
@@ -81,117 +71,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         stack.stop()
 
 
-def _zip_folder(folder: Path) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-        for p in sorted(folder.glob("*.png")):
-            zf.write(p, p.name)
-    return buf.getvalue()
-
-
-def _follow(client: Any, job_id: str) -> dict[str, Any]:
-    """Poll a job with a progress bar until it ends."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, TextColumn("{task.fields[losses]}")) as bar:
-        task = bar.add_task("training", total=None, losses="")
-        while True:
-            job = client.get(f"/jobs/{job_id}").raise_for_status().json()
-            p = job.get("progress") or {}
-            losses = f"D {p['d_loss']:.3f}  G {p['g_loss']:.3f}" if p.get("d_loss") is not None else ""
-            if p.get("augment_p") is not None:
-                losses += f"  aug p {p['augment_p']:.2f}"
-            if p.get("snapshot"):
-                losses += f"  best snapshot @{p['snapshot']['step']} (c2st {p['snapshot']['c2st_auc']:.2f})"
-            if p.get("warning"):
-                losses += f"  [red]{p['warning']}[/red]"
-            phase = f"{p.get('phase', job['status'])} epoch {p.get('epoch', 0)}/{p.get('epochs', '?')}"
-            if p.get("detail"):  # evaluating: the metric being computed
-                phase = f"{p['phase']}: {p['detail']}"
-            bar.update(task, total=p.get("steps") or None, completed=p.get("step", 0), losses=losses, description=phase)
-            if job["status"] in ("finished", "failed", "canceled"):
-                return dict(job)
-            time.sleep(0.5)
-
-
-def _write_demo_outputs(client: Any, model_dir: Path, out: Path) -> list[Path]:
-    """16 synthetic slices (PNGs with provenance), their contact sheet, and the training samples."""
-    images = out / "images"
-    shutil.rmtree(images, ignore_errors=True)
-    images.mkdir(parents=True)
-    r = client.post("/generate", params={"count": 16, "seed": 0, "format": "zip"}).raise_for_status()
-    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
-        names = [n for n in zf.namelist() if n.endswith(".png")]
-        for name in names:
-            (images / Path(name).name).write_bytes(zf.read(name))
-        (images / "manifest.json").write_bytes(zf.read("manifest.json"))
-    grid = out / "grid.png"
-    r = client.post("/generate", params={"count": 16, "seed": 0, "format": "grid"}).raise_for_status()
-    grid.write_bytes(r.content)
-    samples = out / "training_samples.png"
-    shutil.copyfile(model_dir / "samples.png", samples)
-    report = out / "report.html"
-    report.write_bytes(client.get(f"/models/{model_dir.name}/report.html").raise_for_status().content)
-    return [images, grid, samples, report]
-
-
-def _print_quality(client: Any, version: str) -> None:
-    """The headline of the version's quality report, one line per metric."""
-    from models.report.summary import summarize
-
-    report = client.get(f"/models/{version}/report").raise_for_status().json()
-    print(f"quality of {version} (synthetic vs real; reference: real vs real):")
-    for name, row in summarize(report["metrics"]).items():
-        if row["computed"]:
-            print(f"  {name:<17} {row['value']:.4g} (reference {row['reference']:.4g}): {row['reading']}")
-        else:
-            print(f"  {name:<17} not computed: {row['reason']}")
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
-    import httpx
+    from drawai.demo import run_demo
 
-    from drawai.stack import Stack
-    from drawai.upload import auth_headers
-
-    out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    settings = get_settings()
-    stack = Stack(settings, "127.0.0.1", args.port)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the stack on the way out
-    stack.start()
-    try:
-        stack.wait_ready()
-        with httpx.Client(base_url=stack.url, timeout=120, headers=auth_headers(settings)) as client:
-            files = {"file": ("mni152_axial.zip", _zip_folder(DEMO_DATA), "application/zip")}
-            ds = client.post("/datasets", files=files, data={"name": "mni152-axial-demo"}).raise_for_status().json()
-            print(f"dataset {ds['id']}: {ds['images']} real axial T1 slices (MNI ICBM152 2009a)")
-            split = ds.get("split") or {}
-            if split:  # one volume: held out in slabs, the slices beside them kept out (docs/datasets.md)
-                print(f"  {split['train']} training, {split['heldout']} held out for the quality report, "
-                      f"{split.get('dropped') or 0} kept out beside the held-out slabs")  # fmt: skip
-            spec = {**DEMO_SPEC, "dataset": ds["id"], **({"epochs": args.epochs} if args.epochs else {})}
-            job = client.post("/jobs/train", json=spec).raise_for_status().json()
-            s = job["spec"]
-            length = f"{s['kimg']:g} kimg" if s.get("kimg") else f"{s['epochs']} epochs"
-            print(f"training job {job['id']}: preset {s['preset_used']}, {s['architecture']} {s['image_size']} px, "
-                  f"{s['loss']} loss, {length}")  # fmt: skip
-            job = _follow(client, job["id"])
-            if job["status"] != "finished":
-                print(f"job {job['status']}: {job.get('error')}", file=sys.stderr)
-                return 1
-            version = job["model_version"]
-            client.post(f"/models/{version}/activate").raise_for_status()  # this API process serves it now
-            print(f"model {version} trained and active")
-            _print_quality(client, version)
-            paths = _write_demo_outputs(client, stack.home / "models" / version, out)
-        print("wrote:")
-        for p in paths:
-            print(f"  {p}")
-        return 0
-    finally:
-        stack.stop()
+    return run_demo(args, get_settings())
 
 
 # Report fields printed in the header and the class table; any other field (the held-out split,
@@ -412,6 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="drawai-demo")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--epochs", type=int, default=None, help="train this many epochs (default: the preset's length)")
+    p.add_argument(
+        "--conditional",
+        action="store_true",
+        help="train one class-conditional model on the labelled demo (slices with simulated lesions as 'yes')",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("evaluate", help="write a model version's quality report against real images to a folder")

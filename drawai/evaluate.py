@@ -193,7 +193,7 @@ def print_classes(console: Any, report: dict[str, Any]) -> None:
         console.print(table)
     utility = report.get("utility")
     if utility:
-        console.print(f"utility: {utility.get('summary') or 'not computed: ' + str(utility.get('reason'))}")
+        console.print(f"utility: {utility.get('summary') or 'not tested: ' + str(utility.get('why'))}")
 
 
 def _pair(metrics: dict[str, Any], name: str, value: str, reference: str) -> str:

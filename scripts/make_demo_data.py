@@ -198,6 +198,9 @@ def write_test_volume(path: Path) -> None:
     print(f"wrote {path}: {u8.shape} voxels of 2 mm, {path.stat().st_size / 1024:.0f} KiB")
 
 
+LESIONS_HEADING = "## mni152_lesions/"
+
+
 def write_notice(path: Path, *, source_file: str, count: int, first: int, last: int, args: argparse.Namespace) -> None:
     every = _every(args.step)
     text = f"""# Demo data: real brain MRI slices (MNI ICBM152 2009a template)
@@ -253,6 +256,10 @@ python3 -m venv /tmp/nilearn-venv
   index in the RAS volume (MNI z in mm = ZZZ - 72).
 - Count: {count} images.
 """
+    # The labelled demo's section (written by scripts/make_demo_lesions.py's author, about mni152_lesions/) is kept.
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if LESIONS_HEADING in old:
+        text = text.rstrip("\n") + "\n\n" + old[old.index(LESIONS_HEADING) :]
     path.write_text(text, encoding="utf-8")
 
 

@@ -122,21 +122,20 @@ def utility_section(
     abort_fn: Callable[[], bool] | None = None,
     progress_fn: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """The utility test of a conditional model on labelled real slices, or why it was not run."""
-    from models.quality.utility import UtilityConfig, utility_test
+    """The utility test of a conditional model on labelled real slices, or (``skipped``) why it was not run."""
+    from models.quality.utility import UtilityConfig, UtilitySkipped, skipped_section, utility_test
 
     (train_x, train_y), (held_x, held_y) = train, heldout
     if not manifest.labels:
-        return {"computed": False, "reason": "the model is not conditional: train with conditional: true to draw "
-                "slices of a chosen class, which the utility test adds to the real ones"}  # fmt: skip
+        return skipped_section("the model is not conditional: train it with conditional: true, so that it draws "
+                               "slices of a chosen class to add to the real ones")  # fmt: skip
     if train_x is None or train_y is None or held_x is None or held_y is None:
-        return {"computed": False, "reason": "the real slices' classes are not known"}
+        return skipped_section("the real slices' classes are not known")
     classes = {c.name: c.index for c in manifest.labels}
     seconds, seeds = budget
     try:
-        return {"computed": True, **utility_test(train_x, train_y, held_x, held_y, classes,
-                                                 synthesizer(session, manifest),
-                                                 UtilityConfig(seeds=seeds, budget_s=seconds),
-                                                 abort_fn=abort_fn, progress_fn=progress_fn)}  # fmt: skip
-    except ValueError as exc:  # too few classes or held-out slices of a class
-        return {"computed": False, "reason": str(exc)}
+        return utility_test(train_x, train_y, held_x, held_y, classes, synthesizer(session, manifest),
+                            UtilityConfig(seeds=seeds, budget_s=seconds), abort_fn=abort_fn,
+                            progress_fn=progress_fn)  # fmt: skip
+    except UtilitySkipped as exc:  # too few classes, or a class without held-out slices
+        return skipped_section(str(exc))

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, select_autoescape
+from markupsafe import Markup
 
 from models.report.summary import ordered, summarize
+from models.report.utility_page import render_utility
 
 # Labels of the plots, in the order they appear on the page.
 PLOT_TITLES = {
@@ -91,6 +93,24 @@ _TEMPLATE = """<!doctype html>
 </table>
 <p class="muted">References are the same computation on real images only ({{ reference_label }});
 readings are rules of thumb against that reference. Every value, with its details, is in report.json.</p>
+{% if classes %}
+<h2>Per class</h2>
+<p class="muted">Each class's synthetic slices (drawn in the training proportions) against that class's own
+ held-out slices; value (real-vs-real reference). A class far less varied than its real slices is collapsed.</p>
+<table>
+ <tr><th>class</th><th>held-out / synthetic</th>{% for name in class_metric_names %}<th><code>{{ name }}</code></th>
+ {% endfor %}<th>collapsed</th></tr>
+ {% for name, section in classes.items() %}
+ <tr><td>{{ name }}</td><td class="num">{{ section.counts.heldout }} / {{ section.counts.synthetic }}</td>
+ {% if section.computed %}
+  {% for metric in class_metric_names %}{% set row = section.summary.get(metric, {}) %}
+  <td class="num">{% if row.computed %}{{ fmt(row.value) }} ({{ fmt(row.reference) }}){% else %}-{% endif %}</td>
+  {% endfor %}<td>{{ "yes" if section.collapsed else "no" }}</td>
+ {% else %}<td colspan="{{ class_metric_names|length + 1 }}" class="muted">not computed: {{ section.reason }}</td>
+ {% endif %}</tr>
+ {% endfor %}
+</table>{% endif %}
+{{ utility_html }}
 
 {% for key, title, lead, uri in plots %}
 <h2>{{ title }}</h2>{% if lead %}<p class="muted">{{ lead }}</p>{% endif %}
@@ -132,7 +152,14 @@ def render(report: dict[str, Any], base: Path, title: str | None = None) -> str:
     ]
     epochs = [{"epoch": e["epoch"], "uri": _data_uri(base, e["plot"])} for e in report.get("epochs", [])]
     model = report.get("model", {})
+    classes = report.get("classes") or {}
+    utility = report.get("utility")
     return template.render(
+        classes=classes,
+        class_metric_names=[
+            n for n in ordered(metrics) if any(n in (c.get("summary") or {}) for c in classes.values())
+        ],
+        utility_html=Markup(render_utility(utility)) if utility else "",  # escaped by render_utility itself
         title=title or f"Draw.AI quality report: model {model.get('version', '?')}",
         model=model,
         created=report.get("created", ""),
