@@ -276,7 +276,7 @@ def two_sample_auc(
         raise MetricSkipped(f"the classifier two-sample test needs at least 4 images per side, got {n}")
     repeats = c2st_repeats(n) if repeats is None else repeats
     aucs = []
-    with _one_thread(device == "cpu" and n < C2ST_SMALL):
+    with one_thread(device == "cpu" and n < C2ST_SMALL):
         for r in range(repeats):
             rng = np.random.default_rng([seed, r])
             neg = _c2st_input(negatives[rng.permutation(len(negatives))[:n]])
@@ -292,7 +292,7 @@ def two_sample_auc(
 
 
 @contextmanager
-def _one_thread(active: bool) -> Iterator[None]:
+def one_thread(active: bool) -> Iterator[None]:
     """The many tiny fits of a small set on one CPU thread: on batches of a few 64 px images intra-op
     threads cost more than they save, and on a busy machine they wait for each other (the demo's
     evaluation: 40 s with 2 threads on 2 shared cores, 8 s with one). Restored afterwards."""

@@ -22,11 +22,13 @@ import numpy as np
 
 from models.platform.sampling import class_draw, synthesize
 from models.platform.schemas import LabelInfo, ModelManifest
+from models.quality.metrics import one_thread
 from models.quality.registry import EvalInputs, compute
 from models.quality.snapshots import collapsed
 from models.report.summary import summarize
 
 PER_CLASS_MIN_REAL = 2  # held-out slices a class needs for its metrics
+UTILITY_ONE_THREAD = 2000  # training slices below which the utility test's small CNN fits run on one CPU thread
 
 
 @dataclass(frozen=True)
@@ -134,8 +136,9 @@ def utility_section(
     classes = {c.name: c.index for c in manifest.labels}
     seconds, seeds = budget
     try:
-        return utility_test(train_x, train_y, held_x, held_y, classes, synthesizer(session, manifest),
-                            UtilityConfig(seeds=seeds, budget_s=seconds), abort_fn=abort_fn,
-                            progress_fn=progress_fn)  # fmt: skip
+        with one_thread(len(train_x) < UTILITY_ONE_THREAD):  # tiny fits: intra-op threads cost more than they save
+            return utility_test(train_x, train_y, held_x, held_y, classes, synthesizer(session, manifest),
+                                UtilityConfig(seeds=seeds, budget_s=seconds), abort_fn=abort_fn,
+                                progress_fn=progress_fn)  # fmt: skip
     except UtilitySkipped as exc:  # too few classes, or a class without held-out slices
         return skipped_section(str(exc))
