@@ -10,15 +10,17 @@ Why
 A conditional GAN needs labelled classes, and the "does synthetic data help a detector" test needs a
 positive class a detector can learn. The bundled demo set (``data/demo/mni152_axial``: 57 axial slices of
 the skull-stripped MNI152 T1 template, healthy anatomy) has none, so this script makes one by drawing a
-synthetic lesion into a third of the slices. **The lesions are simulated, not real pathology**: the set
+synthetic lesion into copies of every other slice. **The lesions are simulated, not real pathology**: the set
 demonstrates conditional training and the utility test, and says nothing about detecting real tumours.
 
 Classes
 -------
-The slices, sorted by name (= by position, inferior to superior), go to ``yes/`` when their sorted
-position ``i`` has ``i % 3 == 1`` (19 of 57: ``slice_028``, ``slice_034``, ... ``slice_136``) and unchanged
-(byte for byte) to ``no/`` otherwise (38). File names are kept, so the number still tells the position,
-and no name is in both classes.
+Every slice goes unchanged (byte for byte) to ``no/`` (57). The slices at an even sorted position
+(sorted by name = by position, inferior to superior; 29 of 57: ``slice_026``, ``slice_030``, ...
+``slice_138``) also go to ``yes/`` with a lesion drawn in. File names are kept, so the number still tells
+the position. The classes are *paired*: each ``yes`` slice's anatomy is also in ``no/``, so the only thing
+that tells the classes apart is the lesion (not the axial level), and a detector (the utility test's
+classifier) must learn the lesion, wherever the grouped split puts each class's held-out slab.
 
 Lesion (one per ``yes`` slice, 2-D, drawn on the 8-bit slice)
 --------------------------------------------------------------
@@ -77,7 +79,7 @@ DEFAULT_SRC = REPO_ROOT / "data" / "demo" / "mni152_axial"
 DEFAULT_OUT = REPO_ROOT / "data" / "demo" / "mni152_lesions"
 DEFAULT_SEED = 20240611
 CLASSES = ("no", "yes")
-YES_EVERY, YES_OFFSET = 3, 1  # sorted position i goes to yes/ when i % YES_EVERY == YES_OFFSET
+YES_EVERY, YES_OFFSET = 2, 0  # sorted position i also goes to yes/ (lesioned) when i % YES_EVERY == YES_OFFSET
 
 BRAIN_THRESHOLD = 12  # brain mask: pixels above this (the black background has Lanczos ringing up to ~12)
 RADIUS_FRACTION = (0.08, 0.14)  # lesion radius / the brain's extent (larger side of its bounding box)
@@ -255,8 +257,8 @@ def build(src: Path, seed: int) -> tuple[dict[str, bytes], list[tuple[str, Lesio
     files: dict[str, bytes] = {}
     lesions: list[tuple[str, Lesion]] = []
     for i, path in enumerate(paths):
+        files[f"no/{path.name}"] = path.read_bytes()
         if i % YES_EVERY != YES_OFFSET:
-            files[f"no/{path.name}"] = path.read_bytes()
             continue
         img = np.asarray(Image.open(path).convert("L"))
         out, lesion = add_lesion(img, np.random.default_rng([seed, slice_number(path)]))

@@ -138,6 +138,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "DRAWAI_JOB_MONITORING_INTERVAL_S": str(settings.job_monitoring_interval_s),
         "DRAWAI_JOB_HEARTBEAT_GRACE_S": str(settings.job_heartbeat_grace_s),
         "DRAWAI_EVAL_SYNTHETIC_COUNT": str(settings.eval_synthetic_count),
+        "DRAWAI_UTILITY_BUDGET_S": str(settings.utility_budget_s),
         "DRAWAI_REDIS_OUTAGE_GRACE_S": str(settings.redis_outage_grace_s),
         "DRAWAI_API_KEYS": "",  # an empty variable beats a developer's .env file: tests run without keys
     }

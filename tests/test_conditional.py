@@ -117,3 +117,19 @@ def test_conditional_resume_continues_exactly(tmp_path: Path) -> None:
     assert resumed.resumed_from_step == 3
     for a, b in zip(straight.generator.state_dict().values(), resumed.generator.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_mode_seeking_is_large_for_a_class_that_ignores_its_latent() -> None:
+    from models.gan.losses import mode_seeking
+
+    z = torch.randn(6, 8, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 0, 1, 0, 1])
+    varied = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    collapsed = varied.clone()
+    collapsed[labels == 1] = varied[1]  # class 1 draws one image whatever z is
+    low, high = mode_seeking(varied, z, labels), mode_seeking(collapsed, z, labels)
+    assert low is not None and high is not None and float(high) > 2 * float(low)
+    assert mode_seeking(varied[:2], z[:2], labels[:2]) is None  # no two fakes of one class
+    assert TrainSpec(dataset="d", conditional=True).mode_seeking == 1.0  # a conditional model's default
+    assert TrainSpec(dataset="d", conditional=True, mode_seeking=0).mode_seeking == 0.0  # unless given
+    assert TrainSpec(dataset="d").mode_seeking == 0.0

@@ -44,13 +44,14 @@ def test_check_reproduces_the_committed_files() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_classes_hold_the_counts_notice_gives_and_only_slices() -> None:
+def test_classes_hold_the_counts_notice_gives_paired() -> None:
     assert sorted(p.name for p in OUT.iterdir()) == ["no", "yes"]
     no, yes = names("no"), names("yes")
-    assert len(no) == notice_count("no") == 38
-    assert len(yes) == notice_count("yes") == 19
-    assert not set(no) & set(yes)
-    assert sorted(no + yes) == sorted(p.name for p in SRC.glob("slice_*.png"))
+    assert len(no) == notice_count("no") == 57
+    assert len(yes) == notice_count("yes") == 29
+    source = sorted(p.name for p in SRC.glob("slice_*.png"))
+    assert no == source  # every template slice, unchanged (below)
+    assert yes == source[::2]  # paired: every other slice, with a lesion
     assert all(re.fullmatch(r"slice_\d{3}\.png", n) for n in no + yes)
 
 

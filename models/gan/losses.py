@@ -112,3 +112,21 @@ def make_loss(name: str, generator: torch.Generator | None = None) -> GanLoss:
     if name == "wgan-gp":
         return WGANGPLoss(generator=generator)
     return LOSSES[name]()
+
+
+def mode_seeking(fake: torch.Tensor, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
+    """Mode seeking (Mao et al. 2019, MSGAN): ``1 / (E[d(G(z1), G(z2)) / d(z1, z2)] + eps)`` over pairs of the
+    batch's fakes of the same class, added to G's loss; it is large when G maps different latents to the same
+    image (a class that collapsed). Pairs each fake with the next one of its class (no extra forward pass);
+    None when no two fakes share a class. Distances are mean absolute differences.
+    """
+    y = labels if labels is not None else torch.zeros(len(z), dtype=torch.int64, device=z.device)
+    order = torch.argsort(y, stable=True)
+    following = torch.roll(order, -1)
+    same = y[order] == y[following]
+    if not bool(same.any()):
+        return None
+    a, b = order[same], following[same]
+    d_image = (fake[a] - fake[b]).abs().flatten(1).mean(dim=1)
+    d_latent = (z[a] - z[b]).abs().mean(dim=1)
+    return 1.0 / ((d_image / d_latent).mean() + 1e-5)

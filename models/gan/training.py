@@ -31,7 +31,7 @@ from torch import nn
 
 from models.gan.augment import ADA_MIN_SPEED_IMAGES, ADA_SPEED_FRACTION, AdaptiveAugment
 from models.gan.conditional import fixed_labels, set_strength, strength_at
-from models.gan.losses import GanLoss, make_loss, r1_penalty
+from models.gan.losses import GanLoss, make_loss, mode_seeking, r1_penalty
 from models.gan.networks import build
 from models.platform.grids import grid
 from models.platform.schemas import TrainSpec
@@ -337,6 +337,8 @@ def adversarial_step(
     if g_turn:
         with torch.autocast(device_type, dtype=torch.float16, enabled=use_amp):
             g_loss = loss.g_loss(D(aug(fake)))
+            if spec.mode_seeking > 0 and (seeking := mode_seeking(fake, z, y)) is not None:
+                g_loss = g_loss + spec.mode_seeking * seeking
         run.opt_g.zero_grad(set_to_none=True)
         run.scaler.scale(g_loss).backward()
         run.scaler.step(run.opt_g)
