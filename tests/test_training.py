@@ -41,7 +41,7 @@ def test_losses_are_read_at_the_logging_interval_and_kept_per_step(tmp_path: Pat
     history still holds every step, in ``history.json`` beside the checkpoint."""
     import json
 
-    from models.gan.training import HISTORY
+    from models.gan.run import HISTORY
 
     seen: list[dict] = []
     spec = SPEC.model_copy(update={"epochs": 4})  # 12 steps of 3 per epoch

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from models.gan.export import OPSET, check_parity, export_generator, onnx_inputs, sha256_file
-from models.gan.training import HISTORY, TrainingAborted, TrainResult
+from models.gan.run import HISTORY
+from models.gan.training import TrainingAborted, TrainResult
 from models.platform.schemas import DatasetInfo, LabelInfo, ModelManifest, TrainSpec, class_indices, class_train_counts
 from models.platform.store import REPORT_JSON, REPORT_PLOTS, Store, atomic_write_json
 

@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.gan.training import HISTORY, TrainingAborted, prepare_images
+from models.gan.run import HISTORY
+from models.gan.training import TrainingAborted, prepare_images
 from models.platform.grids import grid, to_uint8
 from models.platform.sampling import open_session, synthesize
 from models.platform.schemas import ModelManifest
