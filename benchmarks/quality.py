@@ -57,8 +57,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     "quick": {"preset": "quick"},
     # one class-conditional model for every class (a labelled dataset): per-class metrics and the utility test
     "quick-conditional": {"preset": "quick", "conditional": True},
-    # the same without mode seeking (every class collapsed), and without transitional conditioning
+    # the same with other mode-seeking weights (0: every class collapsed), and without transitional conditioning
     "quick-conditional-no-ms": {"preset": "quick", "conditional": True, "mode_seeking": 0.0},
+    "quick-conditional-ms1": {"preset": "quick", "conditional": True, "mode_seeking": 1.0},
     "quick-conditional-no-transition": {"preset": "quick", "conditional": True, "cond_start": 0.0, "cond_end": 1e-6},
     # candidates measured to choose "quick" (64 px, width 32; the quick preset's fields unless named)
     "dcgan-hinge-sn-ema": {"preset": "quick", "architecture": "dcgan"},

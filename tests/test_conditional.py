@@ -130,6 +130,6 @@ def test_mode_seeking_is_large_for_a_class_that_ignores_its_latent() -> None:
     low, high = mode_seeking(varied, z, labels), mode_seeking(collapsed, z, labels)
     assert low is not None and high is not None and float(high) > 2 * float(low)
     assert mode_seeking(varied[:2], z[:2], labels[:2]) is None  # no two fakes of one class
-    assert TrainSpec(dataset="d", conditional=True).mode_seeking == 1.0  # a conditional model's default
+    assert TrainSpec(dataset="d", conditional=True).mode_seeking == 0.3  # a conditional model's default
     assert TrainSpec(dataset="d", conditional=True, mode_seeking=0).mode_seeking == 0.0  # unless given
     assert TrainSpec(dataset="d").mode_seeking == 0.0

@@ -221,3 +221,13 @@ def test_shift_moves_images_by_whole_pixels_and_keeps_their_size() -> None:
         (ys, xs) = torch.nonzero(image[0], as_tuple=True)
         assert len(ys) == 1 and abs(int(ys[0]) - 8) <= 3 and abs(int(xs[0]) - 8) <= 3  # one pixel, moved a little
     assert any(not torch.equal(m, x[0]) for m in moved)
+
+
+def test_a_real_only_classifier_below_chance_casts_doubt_on_the_verdict(demo: dict[str, np.ndarray]) -> None:
+    """Held-out labels swapped: trained on real slices, the classifier ranks them below chance; the result says
+    that the held-out set cannot judge the difference."""
+    swapped = 1 - demo["y_heldout"]
+    result = utility_test(demo["train"], demo["y_train"], demo["heldout"], swapped, CLASSES,
+                          _synthesizer(demo["pool"]), FAST)  # fmt: skip
+    assert result["arms"]["real"]["auroc"]["mean"] < 0.5
+    assert result["caution"] is not None and "below chance" in result["caution"]

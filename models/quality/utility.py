@@ -244,9 +244,16 @@ def _verdict(f1: dict[str, Any]) -> str:
     return "helped" if f1["low"] > 0 else "hurt" if f1["high"] < 0 else "no clear effect"
 
 
-def _caution(difference: dict[str, dict[str, Any]]) -> str | None:
-    """When AUROC moved clearly the other way: the F1 change is then mostly a moved decision threshold."""
+def _caution(difference: dict[str, dict[str, Any]], real_auroc: float) -> str | None:
+    """When the real-only classifier ranks below chance (the held-out slices cannot judge it), or AUROC moved
+    clearly the other way from the verdict (the F1 change is then mostly a moved decision threshold)."""
     f1, auroc = difference["f1_minority"], difference["auroc"]
+    if real_auroc < 0.5:
+        return (
+            f"Caution: trained on the real slices alone, the classifier ranks the held-out slices below chance "
+            f"(AUROC {real_auroc:.2f}): the held-out set is too small, or its slices resemble training slices of "
+            "the other class (neighbouring slices of one volume); read every difference here as noise."
+        )
     if (f1["low"] > 0 and auroc["high"] < 0) or (f1["high"] < 0 and auroc["low"] > 0):
         return (
             f"Caution: AUROC changed by {_signed(auroc['mean'])} ({_signed(auroc['low'])} to {_signed(auroc['high'])})"
@@ -336,7 +343,7 @@ def _result(
         "skipped": False,
         "verdict": verdict,
         "summary": _summary(added, names[minority], difference["f1_minority"], n, verdict),
-        "caution": _caution(difference),  # None, or a sentence when AUROC moved clearly against the verdict
+        "caution": _caution(difference, float(np.mean([s["real"]["auroc"] for s in per_seed]))),
         "minority": names[minority],
         "auroc": "minority class as positive" if len(names) == 2 else "macro one-vs-rest",
         "counts": {
