@@ -14,6 +14,7 @@ Image ``i`` always uses seed ``seed + i``, so the same seed, classes and model g
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import numpy as np
 
@@ -38,8 +39,9 @@ class ClassPlan:
 
     @property
     def header(self) -> str:
-        """``yes:48,no:16``: the X-DrawAI-Classes header."""
-        return ",".join(f"{name}:{n}" for name, n in self.runs if n)
+        """``yes:48,no:16``: the X-DrawAI-Classes header (class names percent-encoded: a header is latin-1, and
+        ``,`` and ``:`` separate its items)."""
+        return ",".join(f"{quote(name, safe='')}:{n}" for name, n in self.runs if n)
 
 
 def requested_rows(labels: str | None) -> int:

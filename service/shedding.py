@@ -77,9 +77,13 @@ class ShedOverload:
 
 
 def _count(scope: Scope, max_count: int) -> int | None:
-    """The request's ``count`` (1 when absent) when it is valid, else None (the route answers 422)."""
-    values = [v for k, v in parse_qsl(scope.get("query_string", b"").decode("latin-1")) if k == "count"]
+    """The request's ``count`` (1 when absent; with ``labels``, their sum) when it is valid, else None (the route
+    answers 422, or, for a ``labels`` list without ``count``, checks it against the model)."""
+    query = parse_qsl(scope.get("query_string", b"").decode("latin-1"))
+    values = [v for k, v in query if k == "count"]
     if not values:
+        if any(k == "labels" for k, _ in query):
+            return None  # the route reads the list (and says what is wrong with it)
         return 1
     text = values[-1].strip()
     if not text.isascii() or not text.isdigit():

@@ -195,14 +195,15 @@ def publish_tiny_model(store: Store, seed: int = 0, epochs: int = 1, activate: b
     return version
 
 
-def publish_tiny_conditional_model(store: Store, seed: int = 0, epochs: int = 2, activate: bool = True) -> str:
-    """Train a tiny real class-conditional DCGAN (32 px, classes "no" and "yes") and publish it."""
+def publish_tiny_conditional_model(store: Store, seed: int = 0, epochs: int = 2, activate: bool = True,
+                                   class_names: tuple[str, str] = ("no", "yes")) -> str:  # fmt: skip
+    """Train a tiny real class-conditional DCGAN (32 px, classes "no" and "yes" unless named) and publish it."""
     from models.gan.publish import publish
     from models.gan.training import train
     from models.platform.schemas import TrainSpec
 
     images, labels = two_class_blobs(24, 64, seed)
-    ds = put_dataset(store, images, "two-class", labels, ["no", "yes"])
+    ds = put_dataset(store, images, "two-class", labels, sorted(class_names))
     spec = TrainSpec(dataset=ds.id, architecture="dcgan", image_size=32, width=8, latent_dim=16, batch_size=8,
                      epochs=epochs, seed=seed, conditional=True, activate=activate)  # fmt: skip
     workdir = store.jobs_dir / f"job-{ds.id}"

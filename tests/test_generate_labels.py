@@ -128,3 +128,23 @@ def test_conditional_training_is_refused_up_front_when_the_dataset_cannot_serve_
     r = client.post("/jobs/train", json={"dataset": two.id, "architecture": "dcgan-seed", "conditional": True})
     assert r.status_code == 422
     assert "dcgan-seed" in json.dumps(r.json()["detail"])
+
+
+def test_class_names_outside_ascii_reach_the_png_and_the_header(store: Store, client: TestClient) -> None:
+    version = publish_tiny_conditional_model(store, class_names=("gesund", "tumör, groß"))
+    assert client.post(f"/models/{version}/activate").status_code == 200  # published after the app started
+    r = ok(generate(client, label="tumör, groß", count=1, seed=0, format="png"))
+    assert provenance(r.content)["Class"] == "tumör, groß"  # an international text chunk
+    assert r.headers["X-DrawAI-Classes"] == "tum%C3%B6r%2C%20gro%C3%9F:1"
+    body = ok(generate(client, count=3, seed=0, format="json")).json()
+    assert {e["class"] for e in body["images"]} == {"gesund", "tumör, groß"}
+
+
+def test_load_shedding_leaves_a_labels_list_to_the_route() -> None:
+    """Under overload the middleware answers 429 only for requests whose size it can read; a labels list
+    without count is sized (and checked against the model) by the route."""
+    from service.shedding import _count
+
+    assert _count({"query_string": b"labels=yes:2,no:3"}, 64) is None
+    assert _count({"query_string": b"labels=yes:2&count=2"}, 64) == 2
+    assert _count({"query_string": b"label=yes"}, 64) == 1
