@@ -131,13 +131,13 @@ def test_conditional_training_is_refused_up_front_when_the_dataset_cannot_serve_
 
 
 def test_class_names_outside_ascii_reach_the_png_and_the_header(store: Store, client: TestClient) -> None:
-    version = publish_tiny_conditional_model(store, class_names=("gesund", "tumör, groß"))
+    version = publish_tiny_conditional_model(store, class_names=("gesund", "tumör, 腫瘍"))
     assert client.post(f"/models/{version}/activate").status_code == 200  # published after the app started
-    r = ok(generate(client, label="tumör, groß", count=1, seed=0, format="png"))
-    assert provenance(r.content)["Class"] == "tumör, groß"  # an international text chunk
-    assert r.headers["X-DrawAI-Classes"] == "tum%C3%B6r%2C%20gro%C3%9F:1"
+    r = ok(generate(client, label="tumör, 腫瘍", count=1, seed=0, format="png"))
+    assert provenance(r.content)["Class"] == "tumör, 腫瘍"  # an international text chunk (not latin-1)
+    assert r.headers["X-DrawAI-Classes"] == "tum%C3%B6r%2C%20%E8%85%AB%E7%98%8D:1"
     body = ok(generate(client, count=3, seed=0, format="json")).json()
-    assert {e["class"] for e in body["images"]} == {"gesund", "tumör, groß"}
+    assert {e["class"] for e in body["images"]} == {"gesund", "tumör, 腫瘍"}
 
 
 def test_load_shedding_leaves_a_labels_list_to_the_route() -> None:
