@@ -194,6 +194,8 @@ def print_classes(console: Any, report: dict[str, Any]) -> None:
     utility = report.get("utility")
     if utility:
         console.print(f"utility: {utility.get('summary') or 'not tested: ' + str(utility.get('why'))}")
+        if utility.get("caution"):
+            console.print(f"         {utility['caution']}")
 
 
 def _pair(metrics: dict[str, Any], name: str, value: str, reference: str) -> str:
