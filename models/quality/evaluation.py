@@ -41,7 +41,7 @@ from models.platform.store import REPORT_JSON, REPORT_PLOTS, atomic_write_json
 from models.quality import plots as report_plots
 from models.quality.metrics import MEANINGS, METRICS, EvalInputs, compute, nearest_training
 from models.quality.per_class import Labelled, class_metrics, collapsed_classes, synthetic_labels, utility_section
-from models.quality.snapshots import collapsed
+from models.quality.snapshots import collapse_flag
 from models.report.summary import summarize
 
 log = logging.getLogger(__name__)
@@ -244,14 +244,6 @@ def model_section(manifest: ModelManifest) -> dict[str, Any]:
         # which snapshot was published and why (None: the last step's generator)
         "snapshot": manifest.snapshot,
     }
-
-
-def collapse_flag(metrics: dict[str, Any]) -> bool | None:
-    """Mode collapse by the diversity check (``models.quality.snapshots.collapsed``); None when not computed."""
-    div = metrics.get("diversity_msssim") or {}
-    if not div.get("computed"):
-        return None
-    return collapsed(float(div["synthetic"]), float(div["real"]))
 
 
 def data_section(images: Images, real: RealImages, config: EvalConfig, image_size: int) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from models.platform.sampling import class_draw, synthesize
 from models.platform.schemas import LabelInfo, ModelManifest
 from models.quality.metrics import one_thread
 from models.quality.registry import EvalInputs, compute
-from models.quality.snapshots import collapsed
+from models.quality.snapshots import collapse_flag
 from models.report.summary import summarize
 
 PER_CLASS_MIN_REAL = 2  # held-out slices a class needs for its metrics
@@ -46,13 +46,6 @@ def synthetic_labels(manifest: ModelManifest, count: int) -> np.ndarray | None:
         return None
     ordered = sorted(manifest.labels, key=lambda c: c.index)
     return class_draw(count, [c.train_images for c in ordered])
-
-
-def _collapse(metrics: dict[str, Any]) -> bool | None:
-    div = metrics.get("diversity_msssim") or {}
-    if not div.get("computed"):
-        return None
-    return collapsed(float(div["synthetic"]), float(div["real"]))
 
 
 def _subset(images: np.ndarray | None, labels: np.ndarray | None, index: int) -> np.ndarray | None:
@@ -91,7 +84,7 @@ def class_metrics(
             "computed": True,
             "metrics": metrics,
             "summary": summarize(metrics),
-            "collapsed": _collapse(metrics),
+            "collapsed": collapse_flag(metrics),
             "counts": counts,
         }
     return out

@@ -38,6 +38,14 @@ def collapsed(synthetic_msssim: float, real_msssim: float) -> bool:
     return synthetic_msssim > real_msssim + COLLAPSE_MARGIN * (1.0 - real_msssim)
 
 
+def collapse_flag(metrics: dict[str, Any]) -> bool | None:
+    """Mode collapse by a report's diversity check (``collapsed``); None when it was not computed."""
+    div = metrics.get("diversity_msssim") or {}
+    if not div.get("computed"):
+        return None
+    return collapsed(float(div["synthetic"]), float(div["real"]))
+
+
 class SnapshotScorer:
     """``score_fn`` for ``models.gan.training.train``: scores a generator against a fixed set of training slices."""
 
