@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from models.platform.errors import NotFoundError
-from models.platform.sampling import CPU, CUDA, choose_providers
+from models.platform.sampling import CPU, CUDA, choose_providers, onnx_feeds
 from models.platform.schemas import ModelManifest
 from models.platform.store import Store, sha256_file
 
@@ -46,10 +46,6 @@ class LoadedModel:
     def image_size(self) -> int:
         return self.manifest.image_size
 
-    @property
-    def conditional(self) -> bool:
-        return bool(self.manifest.labels)
-
     def run(self, z: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
         """``z [N, latent]`` float32 (and ``labels [N]`` int64 for a conditional model) -> ``image [N, 1, H, W]``
         float32 in ``[-1, 1]``."""
@@ -58,9 +54,9 @@ class LoadedModel:
 
 def model_feeds(manifest: ModelManifest, z: np.ndarray, labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The ONNX inputs: ``z``, and ``label`` for a conditional model (class 0 when none are given: a probe)."""
-    if not manifest.labels:
-        return {"z": z}
-    return {"z": z, "label": labels if labels is not None else np.zeros(len(z), np.int64)}
+    if manifest.labels and labels is None:
+        labels = np.zeros(len(z), np.int64)
+    return onnx_feeds(z, labels if manifest.labels else None)
 
 
 def load_model(store: Store, version: str, providers: list[str]) -> LoadedModel:

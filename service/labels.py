@@ -44,35 +44,24 @@ class ClassPlan:
         return ",".join(f"{quote(name, safe='')}:{n}" for name, n in self.runs if n)
 
 
-def requested_rows(labels: str | None) -> int:
-    """The images ``labels`` asks for, read leniently before the model is known (0 when it cannot be read: the
-    full check, ``plan_classes``, then answers)."""
-    total = 0
-    for item in (labels or "").split(","):
-        number = item.rpartition(":")[2].strip()
-        total += int(number) if number.isdigit() and len(number) < 10 else 0
-    return total
-
-
-def _known(classes: list[LabelInfo]) -> str:
-    return ", ".join(repr(c.name) for c in classes)
-
-
-def _parse_labels(labels: str, classes: list[LabelInfo], max_count: int) -> list[tuple[str, int]]:
-    names = {c.name for c in classes}
+def parse_labels(labels: str) -> list[tuple[str, int]]:
+    """``yes:48,no:16`` as ``[("yes", 48), ("no", 16)]``: the form only (whole counts from 1, no class twice), read
+    before the model is known so admission counts the right rows; ``plan_classes`` checks the names."""
     runs: list[tuple[str, int]] = []
     for item in labels.split(","):
         name, sep, number = item.strip().rpartition(":")
         if not sep or not name:
             raise LabelError(f"labels must look like 'yes:48,no:16' (class:count, comma-separated), not {labels!r}")
-        if name not in names:
-            raise LabelError(f"unknown class {name!r} in labels; this model's classes: {_known(classes)}")
         if any(name == seen for seen, _ in runs):
             raise LabelError(f"class {name!r} appears twice in labels")
-        if not number.isdigit() or not 1 <= int(number) <= max_count:
-            raise LabelError(f"labels: the count of {name!r} must be a whole number from 1 to {max_count}")
+        if not number.isascii() or not number.isdigit() or int(number) < 1:
+            raise LabelError(f"labels: the count of {name!r} must be a whole number from 1")
         runs.append((name, int(number)))
     return runs
+
+
+def _known(classes: list[LabelInfo]) -> str:
+    return ", ".join(repr(c.name) for c in classes)
 
 
 def _proportional(count: int, classes: list[LabelInfo]) -> list[tuple[str, int]]:
@@ -83,9 +72,14 @@ def _proportional(count: int, classes: list[LabelInfo]) -> list[tuple[str, int]]
 
 
 def plan_classes(
-    classes: list[LabelInfo] | None, count: int | None, label: str | None, labels: str | None, max_count: int
+    classes: list[LabelInfo] | None,
+    count: int | None,
+    label: str | None,
+    labels: list[tuple[str, int]] | None,
+    max_count: int,
 ) -> tuple[int, ClassPlan | None]:
-    """(number of images, their classes) for a request; ``classes`` is None for an unconditional model."""
+    """(number of images, their classes) for a request (``labels`` as ``parse_labels`` read it); ``classes`` is
+    None for an unconditional model."""
     if not classes:
         if label is not None or labels is not None:
             raise LabelError("this model is not conditional: it takes no label or labels")
@@ -97,7 +91,9 @@ def plan_classes(
             raise LabelError(f"unknown class {label!r}; this model's classes: {_known(classes)}")
         runs = [(label, count or 1)]
     elif labels is not None:
-        runs = _parse_labels(labels, classes, max_count)
+        if unknown := [name for name, _ in labels if name not in {c.name for c in classes}]:
+            raise LabelError(f"unknown class {unknown[0]!r} in labels; this model's classes: {_known(classes)}")
+        runs = labels
         total = sum(n for _, n in runs)
         if count is not None and count != total:
             raise LabelError(f"count={count} but labels asks for {total} images: give one of them, or make them agree")

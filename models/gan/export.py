@@ -76,15 +76,15 @@ def check_parity(G: nn.Module, latent_dim: int, path: Path, batch: int = 8, seed
     G = G.to("cpu").eval()
     z = torch.randn(batch, latent_dim, generator=torch.Generator().manual_seed(seed))
     session = ort_session(path)
-    num_classes = int(getattr(G, "num_classes", 0) or 0)
-    classes: list[int | None] = list(range(num_classes)) if "label" in onnx_inputs(G) else [None]
+    names = onnx_inputs(G)
+    classes: list[int | None] = list(range(int(getattr(G, "num_classes")))) if "label" in names else [None]  # noqa: B009
     worst = 0.0
     for c in classes:
         label = None if c is None else torch.full((batch,), c, dtype=torch.int64)
         inputs = _inputs(G, z, label)
         with torch.no_grad():
             expected = G(*inputs).numpy()
-        feeds = {name: t.numpy() for name, t in zip(onnx_inputs(G), inputs, strict=True)}
+        feeds = {name: t.numpy() for name, t in zip(names, inputs, strict=True)}
         got = session.run(["image"], feeds)[0]
         if got.shape != expected.shape:
             raise ParityError(f"ONNX output shape {got.shape} != PyTorch {expected.shape}")

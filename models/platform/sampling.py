@@ -44,6 +44,14 @@ def open_session(path: Path, providers: list[str] | None = None) -> Any:
     return ort.InferenceSession(str(path), opts, providers=providers or [CPU])
 
 
+def onnx_feeds(z: np.ndarray, labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """A generator's ONNX inputs (DESIGN.md): ``z`` float32 ``[N, latent]``, and for a conditional model ``label``
+    int64 ``[N]``."""
+    if labels is None:
+        return {"z": z}
+    return {"z": z, "label": np.asarray(labels, dtype=np.int64)}
+
+
 def synthesize(
     session: Any, latent_dim: int, count: int, seed: int = 0, batch: int = 64, labels: np.ndarray | None = None
 ) -> np.ndarray:
@@ -52,10 +60,8 @@ def synthesize(
     out = []
     for start in range(0, count, batch):
         seeds = list(range(seed + start, seed + min(count, start + batch)))
-        feeds = {"z": latents(latent_dim, seeds)}
-        if labels is not None:
-            feeds["label"] = np.asarray(labels[start : start + len(seeds)], dtype=np.int64)
-        images = session.run(["image"], feeds)[0]
+        part = None if labels is None else labels[start : start + len(seeds)]
+        images = session.run(["image"], onnx_feeds(latents(latent_dim, seeds), part))[0]
         out.append(to_uint8(images[:, 0]))  # rounded as the API's PNG encoder does
     return np.concatenate(out) if out else np.zeros((0, 0, 0), np.uint8)
 

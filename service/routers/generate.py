@@ -14,7 +14,7 @@ from service.auth import require_generate_key
 from service.deps import BatcherDep, MetricsDep, ModelsDep, SettingsDep
 from service.errors import KEYED, responses
 from service.inference import LoadedModel, ModelLoadError
-from service.labels import LabelError, plan_classes, requested_rows
+from service.labels import LabelError, parse_labels, plan_classes
 
 router = APIRouter(tags=["generate"])
 
@@ -64,7 +64,11 @@ async def generate(
     """
     if count is not None and count > settings.max_count:
         raise HTTPException(422, f"count must be between 1 and {settings.max_count}")
-    rows = count or requested_rows(labels) or 1  # what admission counts, before the model is known
+    try:
+        runs = parse_labels(labels) if labels is not None else None
+    except LabelError as exc:
+        raise HTTPException(422, str(exc)) from None
+    rows = count or (sum(n for _, n in runs) if runs else 1)  # what admission counts, before the model is known
     if rows > settings.max_count:
         raise HTTPException(422, f"count must be between 1 and {settings.max_count} (labels asks for {rows})")
     fmt = format or ("png" if rows == 1 else "zip")
@@ -77,7 +81,7 @@ async def generate(
         # The active model is already loaded: no thread hop on the hot path; a pinned one may need loading.
         loaded = _resolve(models, None) if model is None else await asyncio.to_thread(_resolve, models, model)
         try:
-            count, plan = plan_classes(loaded.manifest.labels, count, label, labels, settings.max_count)
+            count, plan = plan_classes(loaded.manifest.labels, count, label, runs, settings.max_count)
         except LabelError as exc:
             raise HTTPException(422, f"model {loaded.version}: {exc}") from None
         seeds = list(range(base, base + count))
