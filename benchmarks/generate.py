@@ -1,23 +1,24 @@
-"""Images/s of generation: PyTorch eager, a raw ONNX Runtime session, and the API over HTTP.
+"""Images/s of generation: every raw engine/precision/streams setting of this machine, and the API end to end.
 
-One model (the report's ``dcgan-seed`` network, 128 px, 27M-parameter generator; untrained
-weights: speed does not depend on them), one latent batch, four ways, side by side in one run:
+One model (default the report's ``dcgan-seed`` network, 128 px, 27M-parameter generator; ``--model demo`` for the
+``quick`` preset's; untrained weights: speed does not depend on them), one batch of ``--batch`` (64) latents,
+side by side in one run:
 
-1. PyTorch eager, ``torch.no_grad()``, one batch of ``--batch`` (64) latents;
-2. a raw ONNX Runtime session on the exported file (the providers the API picks), same batch;
-3. ``POST /generate?count=64&format=npy`` against a real ``uvicorn`` server, end to end (HTTP,
-   latents, dynamic batcher, inference, ``.npy`` encoding, transfer);
-4. ``--clients`` (16) threads, each sending ``--requests`` ``POST /generate?count=1&format=png``
-   one after another, the server's dynamic batcher gathering them (images/s over the wall time
-   from the first request to the last answer).
+1. PyTorch eager, ``torch.no_grad()`` (context only);
+2. every raw setting calibration may pick here (``service.engines.calibration.candidates``): ONNX Runtime fp32,
+   OpenVINO fp32, and OpenVINO bf16/fp16 where the CPU plugin reports them, each with 1, 2, ... streams: the
+   batch split over the streams and run at once, as the API's batcher does;
+3. ``POST /generate?count=64&format=npy`` against a real ``uvicorn`` server with ``DRAWAI_ENGINE=auto`` (it
+   calibrates when the model loads), end to end (HTTP, latents, batcher, inference, encoding, transfer);
+4. ``--clients`` (16) threads each sending ``--requests`` ``count=1&format=png`` requests to that server;
+5. ``POST /generate?count=64`` against a second server pinned to ONNX Runtime fp32 with one stream: the path
+   every request took before engines and streams existed.
 
-The four run in rotating order each round, so noise on a shared machine hits all alike; the best
-images/s over the rounds is reported for each (noise only ever slows a run down), then the
-ratios: REST count=64 / raw ORT (target >= 0.85: the API adds little to a batch) and 16 x count=1
-/ REST count=64 (target >= 0.7: batching recovers most of a batch's throughput from single-image
-requests).
+Cases run in rotating order each round, so noise hits all alike; the best images/s over the rounds counts. Ratios
+(targets): REST count=64 / best raw setting (>= 0.9), 16 x count=1 / REST count=64 (>= 0.8), REST count=64 auto /
+REST count=64 ORT fp32 x1 (>= 3 on a CPU with bf16; reported elsewhere, with the CPU's flags).
 
-    python benchmarks/generate.py [--rounds 5] [--requests 4] [--clients 16] [--batch 64]
+    python benchmarks/generate.py [--model dcgan-seed|demo] [--rounds 5] [--requests 4] [--clients 16]
 """
 
 from __future__ import annotations
@@ -40,17 +41,37 @@ from typing import Any
 import httpx
 import numpy as np
 import onnxruntime as ort
+import openvino as ov
 import torch
-from bench_model import SPEC, publish_bench_model
+from bench_model import SPECS, publish_bench_model
 
+from models.platform.grids import to_uint8
 from models.platform.redisconn import stop_embedded
 from models.platform.sampling import latents
 from models.platform.store import Store
-from service.inference import choose_providers
+from service.engines import Engine, open_engine
+from service.engines.calibration import Preferences, candidates
 
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_S = 180.0
 HTTP_TIMEOUT_S = 600.0
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_fp16", "amx_int8", "avx_vnni")
+
+
+def cpu_description() -> str:
+    """The CPU's model name and the flags that decide the engines' precisions (read here, never assumed)."""
+    name, flags = "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and name == "unknown":
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    present = [f for f in CPU_FLAGS if f in flags]
+    caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return f"{name}; flags: {' '.join(present) or 'none of ' + ' '.join(CPU_FLAGS)}; OpenVINO CPU: {' '.join(caps)}"
 
 
 def free_port() -> int:
@@ -59,16 +80,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_api(home: Path, log: Path, args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], str]:
+def start_api(home: Path, log: Path, env_extra: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    env = {
-        **os.environ,
-        "DRAWAI_HOME": str(home),
-        "DRAWAI_ONNX_PROVIDER": args.provider,
-        "DRAWAI_BATCH_MAX_SIZE": str(args.batch_max_size),
-        "DRAWAI_BATCH_MAX_WAIT_MS": str(args.batch_max_wait_ms),
-        "PYTHONPATH": str(ROOT),
-    }
+    env = {**os.environ, "DRAWAI_HOME": str(home), "PYTHONPATH": str(ROOT), **env_extra}
     cmd = [sys.executable, "-m", "uvicorn", "--factory", "service.main:create_app"]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]
     with open(log, "wb") as out:
@@ -79,13 +93,13 @@ def start_api(home: Path, log: Path, args: argparse.Namespace) -> tuple[subproce
         if proc.poll() is not None:
             raise RuntimeError(f"the API exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
         try:
-            if httpx.get(f"{url}/healthz", timeout=2.0).status_code == 200:
+            if httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200:
                 return proc, url
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
             proc.kill()
-            raise RuntimeError(f"the API did not start in {STARTUP_TIMEOUT_S:g} s")
+            raise RuntimeError(f"the API did not become ready in {STARTUP_TIMEOUT_S:g} s")
         time.sleep(0.2)
 
 
@@ -105,125 +119,145 @@ def timed(n_images: int, fn: Callable[[], Any]) -> float:
     return n_images / (time.perf_counter() - t0)
 
 
+def raw_runner(engine: Engine, z: np.ndarray, pool: ThreadPoolExecutor) -> Callable[[], np.ndarray]:
+    """The batch split over the engine's streams and run at once (the batcher's split: ceil(rows / streams))."""
+    rows = -(-len(z) // engine.setting.streams)
+    parts = [z[i : i + rows] for i in range(0, len(z), rows)]
+
+    def run() -> np.ndarray:
+        return np.concatenate([f.result() for f in [pool.submit(engine.run, {"z": p}) for p in parts]])
+
+    return run
+
+
+def rest_runner(client: httpx.Client, count: int) -> Callable[[], np.ndarray]:
+    def run() -> np.ndarray:
+        r = client.post("/generate", params={"count": count, "seed": 0, "format": "npy"})
+        r.raise_for_status()
+        return np.load(io.BytesIO(r.content), allow_pickle=False)
+
+    return run
+
+
+def singles_runner(url: str, clients: int, requests: int, pool: ThreadPoolExecutor) -> Callable[[], None]:
+    conns = [httpx.Client(base_url=url, timeout=HTTP_TIMEOUT_S) for _ in range(clients)]
+
+    def run() -> None:
+        barrier = threading.Barrier(clients + 1)
+
+        def client_loop(i: int) -> None:
+            barrier.wait()
+            for k in range(requests):
+                r = conns[i].post("/generate", params={"count": 1, "seed": 1_000_000 + i * requests + k})
+                r.raise_for_status()
+                assert r.content.startswith(b"\x89PNG")
+
+        futures = [pool.submit(client_loop, i) for i in range(clients)]
+        barrier.wait()
+        for f in futures:
+            f.result()
+
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=sorted(SPECS), default="dcgan-seed")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=64, help="images per batch (PyTorch, ORT, REST count)")
+    parser.add_argument("--batch", type=int, default=64, help="images per batch (raw settings, REST count)")
     parser.add_argument("--clients", type=int, default=16, help="concurrent count=1 clients")
     parser.add_argument("--requests", type=int, default=4, help="count=1 requests per client per round")
-    parser.add_argument("--provider", default="auto", help="DRAWAI_ONNX_PROVIDER of the raw session and the API")
-    parser.add_argument("--batch-max-size", type=int, default=64, help="the API's DRAWAI_BATCH_MAX_SIZE")
-    parser.add_argument("--batch-max-wait-ms", type=float, default=5.0, help="the API's DRAWAI_BATCH_MAX_WAIT_MS")
     args = parser.parse_args()
     t_start = time.perf_counter()
+    spec = SPECS[args.model]
+    cores = len(os.sched_getaffinity(0))
 
     with tempfile.TemporaryDirectory(prefix="drawai-bench-") as tmp:
         home = Path(tmp) / "home"
-        store = Store(home).ensure()
-        G, version, onnx_path = publish_bench_model(store)
+        G, _, onnx_path = publish_bench_model(Store(home).ensure(), spec)
         params = sum(p.numel() for p in G.parameters())
+        z = latents(spec.latent_dim, list(range(args.batch)))  # the latents of seed=0, count=batch
+        pool = ThreadPoolExecutor(max(args.clients, 8))
+        settings, _ = candidates(Preferences(cores=cores))
+        engines = {str(s): open_engine(onnx_path, s, ["CPUExecutionProvider"], cores) for s in settings}
 
-        providers = choose_providers(args.provider)
-        opts = ort.SessionOptions()  # the API's session options (service.inference.load_model)
-        opts.log_severity_level = 3
-        session = ort.InferenceSession(str(onnx_path), opts, providers=providers)
-        z = latents(SPEC.latent_dim, list(range(args.batch)))  # the latents of seed=0, count=batch
-        z_torch = torch.from_numpy(z)
-
-        proc, url = start_api(home, Path(tmp) / "api.log", args)
+        auto, auto_url = start_api(home, Path(tmp) / "auto.log", {})
+        base, base_url = start_api(
+            home, Path(tmp) / "base.log",
+            {"DRAWAI_ENGINE": "onnxruntime", "DRAWAI_PRECISION": "fp32", "DRAWAI_INFER_STREAMS": "1"},
+        )  # fmt: skip
         try:
-            api = httpx.Client(base_url=url, timeout=HTTP_TIMEOUT_S)
-            activated = api.post(f"/models/{version}/activate")
-            activated.raise_for_status()
-            clients = [httpx.Client(base_url=url, timeout=HTTP_TIMEOUT_S) for _ in range(args.clients)]
-            pool = ThreadPoolExecutor(args.clients)
+            auto_api = httpx.Client(base_url=auto_url, timeout=HTTP_TIMEOUT_S)
+            base_api = httpx.Client(base_url=base_url, timeout=HTTP_TIMEOUT_S)
+            serving = auto_api.get("/readyz").json()["model"]["serving"]
+            z_torch = torch.from_numpy(z)
 
             def run_torch() -> np.ndarray:
                 with torch.no_grad():
                     return G(z_torch).numpy()
 
-            def run_ort() -> np.ndarray:
-                return np.asarray(session.run(["image"], {"z": z})[0])
+            rest_auto, rest_base = rest_runner(auto_api, args.batch), rest_runner(base_api, args.batch)
+            singles = singles_runner(auto_url, args.clients, args.requests, pool)
+            raw = {name: raw_runner(e, z, pool) for name, e in engines.items()}
 
-            def run_rest() -> np.ndarray:
-                r = api.post("/generate", params={"count": args.batch, "seed": 0, "format": "npy"})
-                r.raise_for_status()
-                return np.load(io.BytesIO(r.content), allow_pickle=False)
-
-            def run_singles(requests: int) -> None:
-                barrier = threading.Barrier(args.clients + 1)
-
-                def client_loop(i: int) -> None:
-                    barrier.wait()
-                    for k in range(requests):
-                        seed = 1_000_000 + (i * requests + k)
-                        r = clients[i].post("/generate", params={"count": 1, "seed": seed, "format": "png"})
-                        r.raise_for_status()
-                        assert r.content.startswith(b"\x89PNG")
-
-                futures = [pool.submit(client_loop, i) for i in range(args.clients)]
-                barrier.wait()
-                for f in futures:
-                    f.result()
-
-            # Warm-up (first runs allocate), and a check that all three paths compute the same images.
-            expected = run_ort()
-            torch_diff = float(np.abs(run_torch() - expected).max())
-            rest_diff = float(np.abs(run_rest() - expected).max())
-            run_singles(1)
+            # Warm-up (first runs allocate), and each path's largest 8-bit difference from ORT fp32 one stream.
+            reference = to_uint8(rest_base()[:, 0]).astype(np.int16)
+            grey = {name: int(np.abs(to_uint8(fn()[:, 0]) - reference).max()) for name, fn in raw.items()}
+            grey["REST auto"] = int(np.abs(to_uint8(rest_auto()[:, 0]) - reference).max())
+            run_torch()
+            singles()
 
             n_single = args.clients * args.requests
+            rest_name = (
+                f"REST count={args.batch} auto ({serving['engine']} {serving['precision']} x{serving['streams']})"
+            )
+            base_name = f"REST count={args.batch} onnxruntime fp32 x1 (before)"
+            single_name = f"REST {args.clients} clients x count=1 png, auto"
             cases: list[tuple[str, Callable[[], float]]] = [
-                (f"PyTorch eager (no_grad, batch {args.batch})", lambda: timed(args.batch, run_torch)),
-                (f"raw ONNX Runtime session (batch {args.batch})", lambda: timed(args.batch, run_ort)),
-                (f"POST /generate count={args.batch} format=npy", lambda: timed(args.batch, run_rest)),
-                (
-                    f"{args.clients} clients x {args.requests} x count=1 png",
-                    lambda: timed(n_single, lambda: run_singles(args.requests)),
-                ),
+                ("PyTorch eager (no_grad)", lambda: timed(args.batch, run_torch))
+            ]
+            cases += [(f"raw {name}", lambda fn=fn: timed(args.batch, fn)) for name, fn in raw.items()]
+            cases += [
+                (rest_name, lambda: timed(args.batch, rest_auto)),
+                (single_name, lambda: timed(n_single, singles)),
+                (base_name, lambda: timed(args.batch, rest_base)),
             ]
             results: dict[str, list[float]] = {name: [] for name, _ in cases}
             for r in range(args.rounds):
                 order = cases[r % len(cases) :] + cases[: r % len(cases)]
                 for name, fn in order:
                     results[name].append(fn())
-                line = "  ".join(f"{results[name][-1]:6.2f}" for name, _ in cases)
-                print(f"round {r + 1}/{args.rounds} images/s: {line}", flush=True)
-
-            pool.shutdown()
-            for c in clients:
-                c.close()
-            api.close()
+                print(f"round {r + 1}/{args.rounds} done", flush=True)
         finally:
-            stop_api(proc)
+            stop_api(auto)
+            stop_api(base)
             stop_embedded(home / "redis")  # only when the API had to start one
+            pool.shutdown()
 
     best = {name: max(v) for name, v in results.items()}
-    names = [name for name, _ in cases]
-    torch_name, ort_name, rest_name, single_name = names
+    raw_names = [f"raw {name}" for name in raw]
+    best_raw = max(raw_names, key=lambda n: best[n])
     print()
-    print(f"model: {SPEC.architecture} {SPEC.image_size}px, generator {params:,} parameters (untrained)")
-    print(
-        f"machine: {os.cpu_count()} CPUs; torch {torch.__version__} ({torch.get_num_threads()} threads); "
-        f"onnxruntime {ort.__version__}"
-    )
-    print(f"ONNX Runtime provider: raw session {session.get_providers()[0]}; API {activated.json()['provider']}")
-    print(
-        f"API batching: DRAWAI_BATCH_MAX_SIZE={args.batch_max_size} DRAWAI_BATCH_MAX_WAIT_MS={args.batch_max_wait_ms}"
-    )
-    print(f"max |difference| vs raw ORT: PyTorch {torch_diff:.2g}, REST {rest_diff:.2g}")
-    print(f"{'':<44}{'best img/s':>11}{'median':>9}{'ms/image':>10}")
-    for name in names:
-        print(f"{name:<44}{best[name]:>11.2f}{statistics.median(results[name]):>9.2f}{1000 / best[name]:>10.1f}")
-    print(f"ONNX Runtime / PyTorch eager: {best[ort_name] / best[torch_name]:.3f}")
+    print(f"model: {spec.architecture} {spec.image_size}px, generator {params:,} parameters (untrained)")
+    print(f"CPU: {cpu_description()}; {cores} CPUs for this process")
+    print(f"onnxruntime {ort.__version__} ({ort.get_available_providers()[0]} first); openvino {ov.__version__}; "
+          f"torch {torch.__version__}")  # fmt: skip
+    print(f"API auto calibration chose: {serving['engine']} {serving['precision']} x{serving['streams']} "
+          f"({serving['reason']}, {serving['calibration_s']:.2f} s)")  # fmt: skip
+    print(f"{'':<58}{'best img/s':>11}{'median':>9}{'grey levels vs ORT fp32':>25}")
+    for name, _ in cases:
+        key = name.removeprefix("raw ") if name.startswith("raw ") else ("REST auto" if name == rest_name else "")
+        diff = str(grey[key]) if key in grey else ""
+        print(f"{name:<58}{best[name]:>11.2f}{statistics.median(results[name]):>9.2f}{diff:>25}")
     ok = True
     for label, num, den, target in [
-        (f"REST count={args.batch} / raw ORT", rest_name, ort_name, 0.85),
-        (f"{args.clients}x count=1 / REST count={args.batch}", single_name, rest_name, 0.7),
+        (f"REST count={args.batch} / best raw setting ({best_raw.removeprefix('raw ')})", rest_name, best_raw, 0.9),
+        (f"{args.clients} x count=1 / REST count={args.batch}", single_name, rest_name, 0.8),
+        (f"REST count={args.batch} auto / before (ORT fp32 x1)", rest_name, base_name, 3.0),
     ]:
         ratio = best[num] / best[den]
         ok &= ratio >= target
-        print(f"{label}: {ratio:.3f} (target >= {target}): {'PASS' if ratio >= target else 'FAIL'}")
+        print(f"{label}: {ratio:.3f} (target >= {target:g}): {'PASS' if ratio >= target else 'FAIL'}")
     print(f"total runtime {time.perf_counter() - t_start:.0f} s")
     sys.exit(0 if ok else 1)
 

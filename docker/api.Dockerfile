@@ -1,4 +1,4 @@
-# The Draw.AI API: FastAPI, ONNX Runtime, no PyTorch (the core dependencies of pyproject.toml only).
+# The Draw.AI API: FastAPI, ONNX Runtime and OpenVINO, no PyTorch (the core dependencies of pyproject.toml only).
 #
 #   docker build -f docker/api.Dockerfile -t drawai-api .
 #   docker run -p 8000:8000 -v drawai-home:/data -e DRAWAI_REDIS_URL=redis://HOST:6379/0 \
@@ -51,6 +51,7 @@ COPY drawai ./drawai
 RUN pip install --no-cache-dir --disable-pip-version-check --no-deps . \
     && rm -rf build *.egg-info \
     && python -c "import onnxruntime, service.main; print('onnxruntime', onnxruntime.__version__, onnxruntime.get_available_providers())" \
+    && python -c "import openvino as ov; print('openvino', ov.__version__, ov.Core().available_devices)" \
     && if python -c "import torch" 2>/dev/null; then echo "PyTorch must not be in the API image" >&2; exit 1; fi
 
 USER drawai

@@ -1,11 +1,13 @@
-"""A dynamic batcher: concurrent generation requests are gathered into one inference call.
+"""A dynamic batcher: concurrent generation requests are gathered into batches, several of which run at once.
 
 Like Triton's dynamic batcher: a request waits at most ``max_wait_s`` for others to join it,
-and a batch holds at most ``max_batch`` latent rows. Requests for different model versions are
-never mixed. Inference runs in a thread, off the event loop; one batch runs at a time (ONNX
-Runtime already uses every core inside a call), while the next one gathers. Batches run on the
-batcher's own inference thread, so they never queue behind PNG/zip encoding or other work on the
-event loop's default thread pool.
+and a batch holds at most ``max_batch / streams`` latent rows (so ``max_batch`` rows keep every
+stream busy; a larger request is split). Requests for different model versions are never mixed.
+Up to ``model.streams`` batches of a model run at once (the engine's parallel inference streams,
+chosen by calibration or ``DRAWAI_INFER_STREAMS``), each on a thread of the batcher's own
+inference pool; while every stream is busy the next batch keeps gathering, so it grows with the
+load. PNG/zip encoding runs on a separate pool (``encode``), so it never queues
+behind inference, nor inference behind it.
 
 Backpressure: ``admit(rows)`` reserves a request's rows before any work is done for it. The rows
 stay counted (``inflight_rows``) until the reservation is released (the route releases it once the
@@ -21,17 +23,21 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any, TypeVar
 
 import numpy as np
 
 from service.inference import LoadedModel
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+MAX_STREAMS = 64  # threads of the inference pool: an upper bound; a model's own streams limit how many run
 
 BatchObserver = Callable[[int, float], None]  # (rows in the batch, inference seconds)
 EWMA_WEIGHT = 0.2  # weight of the newest batch in the recent time per row that Retry-After is estimated from
@@ -116,8 +122,10 @@ class DynamicBatcher:
         self._inflight = 0
         self._row_s: float | None = None  # recent inference seconds per row (EWMA over batches)
         self._refused = RecentRows()
-        # One thread: one batch at a time (ONNX Runtime spreads a call over the cores itself).
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drawai-inference")
+        self.executor = ThreadPoolExecutor(max_workers=MAX_STREAMS, thread_name_prefix="drawai-inference")
+        self.encoder = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="drawai-encode")
+        self._running: set[asyncio.Task[None]] = set()  # batches being inferred
+        self._stream_freed: asyncio.Event | None = None
 
     @property
     def inflight_rows(self) -> int:
@@ -157,14 +165,31 @@ class DynamicBatcher:
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
+        self._stream_freed = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="drawai-batcher")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        tasks = [t for t in (self._task, *self._running) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.encoder.shutdown(wait=False, cancel_futures=True)
+
+    def batch_rows(self, model: LoadedModel) -> int:
+        """Most rows of one batch of ``model``: ``max_batch`` spread over its streams, so that a full batch's worth
+        of rows (one large request, or many small ones) keeps every stream busy."""
+        return max(1, math.ceil(self.max_batch / max(1, model.streams)))
+
+    @property
+    def running_batches(self) -> int:
+        return len(self._running)
+
+    async def encode(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` (PNG/zip encoding) on the encoding pool, never behind inference."""
+        return await asyncio.get_running_loop().run_in_executor(self.encoder, fn, *args)
 
     async def infer(self, model: LoadedModel, z: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
         """Images for ``z`` (and the class indices ``labels`` of a conditional model) on ``model``, computed in
@@ -173,18 +198,21 @@ class DynamicBatcher:
             raise RuntimeError("batcher not started")
         loop = asyncio.get_running_loop()
         parts = []
-        for start in range(0, len(z), self.max_batch):  # a request larger than a batch is split
+        rows = self.batch_rows(model)
+        for start in range(0, len(z), rows):  # a request larger than a batch is split (over the streams)
             fut: asyncio.Future[np.ndarray] = loop.create_future()
-            part = slice(start, start + self.max_batch)
+            part = slice(start, start + rows)
             await self._queue.put(_Pending(model, z[part], fut, None if labels is None else labels[part]))
             parts.append(fut)
         return np.concatenate(await asyncio.gather(*parts))
 
-    async def _gather(self, first: _Pending) -> list[_Pending]:
+    async def _gather(self, first: _Pending) -> tuple[list[_Pending], _Pending | None]:
+        """``first`` and what joins it within ``max_wait_s``; the request that could not join (another model,
+        or past ``max_batch``) comes back to start the next batch."""
         assert self._queue is not None
-        batch, rows = [first], len(first.z)
+        batch, rows, limit = [first], len(first.z), self.batch_rows(first.model)
         deadline = time.monotonic() + self.max_wait_s
-        while rows < self.max_batch:
+        while rows < limit:
             try:
                 nxt = self._queue.get_nowait()
             except asyncio.QueueEmpty:
@@ -195,28 +223,43 @@ class DynamicBatcher:
                     nxt = await asyncio.wait_for(self._queue.get(), remaining)
                 except TimeoutError:
                     break
-            if nxt.model is not first.model or rows + len(nxt.z) > self.max_batch:
-                await self._run_batch(batch)  # keep batches homogeneous and within the limit
-                batch, rows = [nxt], 0
-                first = nxt
-            else:
-                batch.append(nxt)
+            if nxt.model is not first.model or rows + len(nxt.z) > limit:
+                return batch, nxt  # keep batches homogeneous and within the limit
+            batch.append(nxt)
             rows += len(nxt.z)
-        return batch
+        return batch, None
+
+    async def _free_stream(self, model: LoadedModel) -> None:
+        """Wait until fewer than ``model.streams`` batches run."""
+        assert self._stream_freed is not None
+        while len(self._running) >= max(1, model.streams):
+            self._stream_freed.clear()
+            await self._stream_freed.wait()
 
     async def _run(self) -> None:
         assert self._queue is not None
+        carried: _Pending | None = None
         while True:
-            first = await self._queue.get()
-            batch = [first]
+            first = carried if carried is not None else await self._queue.get()
+            carried, batch = None, [first]
             try:
-                batch = await self._gather(first)
-                await self._run_batch(batch)
+                await self._free_stream(first.model)  # requests keep queueing meanwhile: the batch grows
+                batch, carried = await self._gather(first)
+                task = asyncio.create_task(self._run_batch(batch), name="drawai-batch")
+                self._running.add(task)
+                task.add_done_callback(self._batch_done)
             except Exception as exc:  # the loop must never die: every later request would hang
                 log.exception("batcher failed")
                 for p in batch:
                     if not p.future.done():
                         p.future.set_exception(exc)
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if self._stream_freed is not None:
+            self._stream_freed.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("batch failed", exc_info=task.exception())
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
         live = [p for p in batch if not p.future.done()]  # a client that went away is skipped
@@ -235,7 +278,7 @@ class DynamicBatcher:
                     p.future.set_exception(exc)
             return
         seconds = time.perf_counter() - t0
-        per_row = seconds / len(z)
+        per_row = seconds / len(z) / max(1, model.streams)  # streams run side by side: rows finish that much faster
         self._row_s = per_row if self._row_s is None else EWMA_WEIGHT * per_row + (1 - EWMA_WEIGHT) * self._row_s
         if self.observer is not None:
             try:

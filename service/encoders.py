@@ -1,9 +1,9 @@
 """Encoding generated images for clients, every one labelled as synthetic.
 
 Each PNG carries text chunks (``Synthetic``, ``Software``, ``Model-Version``, ``Seed``,
-``Description``, and ``Class`` for a conditional model) so a slice that leaves Draw.AI can always
-be told apart from a real scan, and says which class it was drawn as.
-Encoding is deterministic: the same pixels, version and seed give the same bytes.
+``Description``, ``Engine`` and ``Precision``, and ``Class`` for a conditional model) so a slice that
+leaves Draw.AI can always be told apart from a real scan, and says which class it was drawn as and
+what computed it. Encoding is deterministic: the same pixels, version, seed and engine give the same bytes.
 Torch-free; called from a worker thread, never on the event loop.
 """
 
@@ -43,6 +43,8 @@ JSON_IMAGES = {
         "generator": _STRING,
         "model_version": _STRING,
         "count": {"type": "integer"},
+        "engine": {**_STRING, "description": "the inference engine that computed the pixels"},
+        "precision": {**_STRING, "description": "the precision it ran in"},
         "images": {
             "type": "array",
             "items": {
@@ -68,6 +70,12 @@ OPENAPI_200 = {  # POST /generate's 200 in the OpenAPI
         "X-DrawAI-Model-Version": {"required": True, "schema": _STRING, "description": "the version that drew them"},
         "X-DrawAI-Seed": {"required": True, "schema": {"type": "integer"}, "description": "image i used seed + i"},
         "X-DrawAI-Synthetic": {"required": True, "schema": {"type": "string", "enum": ["true"]}},
+        "X-DrawAI-Engine": {"required": True, "schema": _STRING, "description": "onnxruntime or openvino"},
+        "X-DrawAI-Precision": {
+            "required": True,
+            "schema": {"type": "string", "enum": ["fp32", "bf16", "fp16"]},
+            "description": "the precision inference ran in (same bytes need the same engine and precision)",
+        },
         "X-DrawAI-Classes": {
             "required": False,
             "schema": _STRING,
@@ -77,7 +85,11 @@ OPENAPI_200 = {  # POST /generate's 200 in the OpenAPI
 }
 
 
-def provenance(version: str, seeds: list[int] | None, classes: list[str] | None = None) -> PngInfo:
+Engine = tuple[str, str]  # (engine, precision) that computed the pixels, e.g. ("openvino", "bf16")
+
+
+def provenance(version: str, seeds: list[int] | None, classes: list[str] | None = None,
+               engine: Engine | None = None) -> PngInfo:  # fmt: skip
     info = PngInfo()
     info.add_text("Synthetic", "true")
     info.add_text("Software", "Draw.AI")
@@ -87,14 +99,17 @@ def provenance(version: str, seeds: list[int] | None, classes: list[str] | None 
         info.add_text("Seed", ",".join(str(s) for s in seeds))
     if classes is not None:
         info.add_text("Class", ",".join(classes))
+    if engine is not None:
+        info.add_text("Engine", engine[0])
+        info.add_text("Precision", engine[1])
     return info
 
 
-def png(image: np.ndarray, version: str, seed: int, cls: str | None = None) -> bytes:
+def png(image: np.ndarray, version: str, seed: int, cls: str | None = None, engine: Engine | None = None) -> bytes:
     """One ``[H, W]`` uint8 image as a PNG with its provenance (and its class, for a conditional model)."""
     buf = io.BytesIO()
     Image.fromarray(image, mode="L").save(
-        buf, format="PNG", pnginfo=provenance(version, [seed], None if cls is None else [cls])
+        buf, format="PNG", pnginfo=provenance(version, [seed], None if cls is None else [cls], engine)
     )
     return buf.getvalue()
 
@@ -106,39 +121,40 @@ def file_name(version: str, seed: int, cls: str | None) -> str:
     return f"synthetic_{version}_{re.sub(r'[^A-Za-z0-9._-]', '_', cls)}_seed{seed}.png"
 
 
-def encode(images: np.ndarray, seeds: list[int], version: str, fmt: str, classes: list[str] | None = None) -> bytes:
+def encode(images: np.ndarray, seeds: list[int], version: str, fmt: str, classes: list[str] | None = None,
+           engine: Engine | None = None) -> bytes:  # fmt: skip
     """``images [N, 1, H, W]`` float in ``[-1, 1]`` encoded as ``fmt`` (one of FORMATS); ``classes``: each image's
-    class, for a conditional model."""
+    class, for a conditional model; ``engine``: the (engine, precision) that computed them."""
     pixels = to_uint8(images[:, 0])
     per_image: list[str | None] = list(classes) if classes is not None else [None] * len(seeds)
     if fmt == "png":
-        return png(pixels[0], version, seeds[0], per_image[0])
+        return png(pixels[0], version, seeds[0], per_image[0], engine)
     if fmt == "grid":
         buf = io.BytesIO()
-        grid(pixels).save(buf, format="PNG", pnginfo=provenance(version, seeds, classes))
+        grid(pixels).save(buf, format="PNG", pnginfo=provenance(version, seeds, classes, engine))
         return buf.getvalue()
     if fmt == "npy":
         buf = io.BytesIO()
         np.save(buf, images.astype(np.float32), allow_pickle=False)
         return buf.getvalue()
     names = [file_name(version, seed, c) for seed, c in zip(seeds, per_image, strict=True)]
-    pngs = [png(p, version, s, c) for p, s, c in zip(pixels, seeds, per_image, strict=True)]
+    pngs = [png(p, version, s, c, engine) for p, s, c in zip(pixels, seeds, per_image, strict=True)]
     if fmt == "json":
         encoded = [base64.b64encode(b).decode() for b in pngs]
-        return json.dumps(_manifest(version, seeds, names, per_image, encoded)).encode()
+        return json.dumps(_manifest(version, seeds, names, per_image, encoded, engine)).encode()
     if fmt == "zip":
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:  # PNGs are compressed already
             for name, data in zip(names, pngs, strict=True):
                 zf.writestr(zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0)), data)
-            manifest = json.dumps(_manifest(version, seeds, names, per_image), indent=2)
+            manifest = json.dumps(_manifest(version, seeds, names, per_image, engine=engine), indent=2)
             zf.writestr(zipfile.ZipInfo("manifest.json", date_time=(2024, 1, 1, 0, 0, 0)), manifest)
         return buf.getvalue()
     raise ValueError(f"unknown format {fmt}")
 
 
 def _manifest(version: str, seeds: list[int], names: list[str], classes: list[str | None],
-              data: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
+              data: list[str] | None = None, engine: Engine | None = None) -> dict[str, Any]:  # fmt: skip
     images: list[dict[str, Any]] = [{"file": n, "seed": s} for n, s in zip(names, seeds, strict=True)]
     for entry, cls in zip(images, classes, strict=True):
         if cls is not None:
@@ -146,4 +162,7 @@ def _manifest(version: str, seeds: list[int], names: list[str], classes: list[st
     if data is not None:
         for entry, b64 in zip(images, data, strict=True):
             entry["png_base64"] = b64
-    return {"synthetic": True, "generator": "Draw.AI", "model_version": version, "count": len(seeds), "images": images}
+    out: dict[str, Any] = {"synthetic": True, "generator": "Draw.AI", "model_version": version, "count": len(seeds)}
+    if engine is not None:
+        out["engine"], out["precision"] = engine
+    return {**out, "images": images}

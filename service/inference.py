@@ -1,4 +1,4 @@
-"""ONNX Runtime inference for the API: loading verified model versions, the active-model holder.
+"""Inference for the API: loading verified model versions on the engine calibration picks, the active-model holder.
 
 Torch-free. A ``LoadedModel`` is immutable: hot-swapping replaces the holder's reference, so a
 request (or batch) that already holds the old model finishes on it, and the next one gets the
@@ -13,7 +13,6 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -21,8 +20,11 @@ from models.platform.errors import NotFoundError
 from models.platform.sampling import CPU, CUDA, choose_providers, onnx_feeds
 from models.platform.schemas import ModelManifest
 from models.platform.store import Store, sha256_file
+from service.engines import Engine
+from service.engines.calibration import Preferences, Serving, calibrate
 
-__all__ = ["CPU", "CUDA", "LoadedModel", "ModelHolder", "ModelLoadError", "choose_providers", "load_model"]
+__all__ = ["CPU", "CUDA", "LoadedModel", "ModelHolder", "ModelLoadError", "Preferences", "choose_providers",
+           "load_model"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +37,18 @@ class ModelLoadError(Exception):
 class LoadedModel:
     version: str
     manifest: ModelManifest
-    session: Any  # onnxruntime.InferenceSession
-    provider: str  # the provider the session really uses
+    engine: Engine
+    serving: Serving  # engine, precision, streams, device, and the calibration that chose them
+
+    @property
+    def provider(self) -> str:
+        """Where it runs: an ONNX Runtime provider, or ``openvino:CPU``."""
+        return self.serving.device
+
+    @property
+    def streams(self) -> int:
+        """How many batches may run at once (each on its own threads or infer request)."""
+        return self.serving.streams
 
     @property
     def latent_dim(self) -> int:
@@ -49,7 +61,7 @@ class LoadedModel:
     def run(self, z: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
         """``z [N, latent]`` float32 (and ``labels [N]`` int64 for a conditional model) -> ``image [N, 1, H, W]``
         float32 in ``[-1, 1]``."""
-        return np.asarray(self.session.run(["image"], model_feeds(self.manifest, z, labels))[0])
+        return self.engine.run(model_feeds(self.manifest, z, labels))
 
 
 def model_feeds(manifest: ModelManifest, z: np.ndarray, labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -59,10 +71,9 @@ def model_feeds(manifest: ModelManifest, z: np.ndarray, labels: np.ndarray | Non
     return onnx_feeds(z, labels if manifest.labels else None)
 
 
-def load_model(store: Store, version: str, providers: list[str]) -> LoadedModel:
-    """Load a version's ONNX file after checking it against the manifest's sha256."""
-    import onnxruntime as ort
-
+def load_model(store: Store, version: str, prefs: Preferences) -> LoadedModel:
+    """Load a version's ONNX file after checking it against the manifest's sha256, on the engine, precision and
+    streams that calibration picks for ``prefs``."""
     try:
         manifest = store.get_manifest(version)  # NotFoundError for unknown versions
     except ValueError as exc:  # pydantic's ValidationError: a corrupt or hand-edited model.json
@@ -73,26 +84,27 @@ def load_model(store: Store, version: str, providers: list[str]) -> LoadedModel:
     digest = sha256_file(path)
     if digest != manifest.onnx_sha256:
         raise ModelLoadError(f"model {version}: generator.onnx sha256 {digest[:12]} does not match its manifest")
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
     try:
-        session = ort.InferenceSession(str(path), opts, providers=providers)
-        probe = session.run(["image"], model_feeds(manifest, np.zeros((1, manifest.latent_dim), np.float32)))[0]
+        engine, serving = calibrate(path, manifest.latent_dim, len(manifest.labels or []), prefs)
+        probe = engine.run(model_feeds(manifest, np.zeros((1, manifest.latent_dim), np.float32)))
     except Exception as exc:  # ORT raises its own exception types for corrupt graphs
         raise ModelLoadError(f"model {version}: ONNX Runtime cannot load generator.onnx: {exc}") from None
     if probe.shape != (1, 1, manifest.image_size, manifest.image_size):
         raise ModelLoadError(f"model {version}: output shape {probe.shape} does not match its manifest")
-    provider = session.get_providers()[0]
-    log.info("loaded model version=%s provider=%s", version, provider)
-    return LoadedModel(version, manifest, session, provider)
+    log.info("loaded model version=%s engine=%s precision=%s streams=%d device=%s (%s; calibration %.2f s)",
+             version, serving.engine, serving.precision, serving.streams, serving.device, serving.reason,
+             serving.calibration_s)  # fmt: skip
+    for trial in serving.trials:
+        log.info("calibration %s: %s", version, trial.model_dump(exclude_none=True))
+    return LoadedModel(version, manifest, engine, serving)
 
 
 class ModelHolder:
     """The active model of this process, plus a small cache of pinned versions."""
 
-    def __init__(self, store: Store, providers: list[str], cache_size: int = 3) -> None:
+    def __init__(self, store: Store, prefs: Preferences, cache_size: int = 3) -> None:
         self.store = store
-        self.providers = providers
+        self.prefs = prefs
         self.active: LoadedModel | None = None
         self.load_error: str | None = None
         self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
@@ -136,6 +148,14 @@ class ModelHolder:
                 self.active, self.load_error, self._failed = model, None, None
         return self.active
 
+    def loaded(self, version: str) -> LoadedModel | None:
+        """The version if this process has it loaded (active or cached); never loads."""
+        active = self.active
+        if active is not None and active.version == version:
+            return active
+        with self._lock:
+            return self._cache.get(version)
+
     def get(self, version: str) -> LoadedModel:
         """A loaded version (cached); raises NotFoundError or ModelLoadError."""
         if self.active is not None and self.active.version == version:
@@ -144,7 +164,7 @@ class ModelHolder:
             if version in self._cache:
                 self._cache.move_to_end(version)
                 return self._cache[version]
-        model = load_model(self.store, version, self.providers)
+        model = load_model(self.store, version, self.prefs)
         with self._lock:
             self._cache[version] = model
             while len(self._cache) > self._cache_size:

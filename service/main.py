@@ -18,6 +18,7 @@ from models.platform.settings import Settings, get_settings
 from models.platform.store import Store
 from service import errors, shedding
 from service.batching import DynamicBatcher
+from service.engines.calibration import Preferences
 from service.inference import ModelHolder, choose_providers
 from service.metrics import ApiMetrics, RequestMetricsMiddleware
 from service.routers import datasets, generate, health, jobs
@@ -25,6 +26,12 @@ from service.routers import metrics as metrics_router
 from service.routers import models as models_router
 
 log = logging.getLogger(__name__)
+
+
+def serving_preferences(s: Settings) -> Preferences:
+    """The engine, precision and streams the settings ask for, and the ONNX Runtime providers here."""
+    providers = tuple(choose_providers(s.onnx_provider))
+    return Preferences(s.engine, s.precision, s.infer_streams, s.calibration_budget_s, providers)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -37,7 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.store = Store(s.home).ensure()
         app.state.redis = connect(s)
         app.state.queue = Queue(s.queue_name, connection=app.state.redis)
-        holder = ModelHolder(app.state.store, choose_providers(s.onnx_provider))
+        holder = ModelHolder(app.state.store, serving_preferences(s))
         await asyncio.to_thread(holder.load_active)
         app.state.models = holder
         metrics.bind(app.state.queue, holder)

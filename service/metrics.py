@@ -105,7 +105,8 @@ class QueueCollector(Collector):
 
 
 class ActiveModelCollector(Collector):
-    """``drawai_active_model_info{version,provider} 1`` and ``drawai_active_model_loaded`` (1 or 0)."""
+    """``drawai_active_model_info{version,provider,engine,precision,streams} 1`` and ``drawai_active_model_loaded``
+    (1 or 0)."""
 
     def __init__(self, models: Callable[[], ModelHolder | None]) -> None:
         self._models = models
@@ -119,10 +120,14 @@ class ActiveModelCollector(Collector):
         if active is not None:
             info = GaugeMetricFamily(
                 "drawai_active_model_info",
-                "The model version this process serves and the ONNX Runtime provider it runs on (always 1).",
-                labels=["version", "provider"],
+                "The model version this process serves, the engine, precision and streams calibration chose, and the "
+                "device it runs on (always 1).",
+                labels=["version", "provider", "engine", "precision", "streams"],
             )
-            info.add_metric([active.version, active.provider], 1)
+            serving = active.serving
+            info.add_metric(
+                [active.version, active.provider, serving.engine, serving.precision, str(serving.streams)], 1
+            )
             out.append(info)
         return out
 

@@ -29,7 +29,7 @@ from models.platform.sampling import latents
 from models.platform.settings import Settings
 from models.platform.store import Store
 from service.batching import DynamicBatcher, Overloaded
-from service.inference import CPU, load_model
+from service.inference import Preferences, load_model
 from tests.conftest import wait_for
 from tests.test_generate import open_png, provenance
 
@@ -47,9 +47,12 @@ class Server:
         return self.app.state.batcher
 
     def hold(self) -> None:
-        """Occupy the inference thread until ``release``: admitted requests wait in the batcher."""
+        """Occupy every inference thread until ``release``: admitted requests wait in the batcher."""
+        from service.batching import MAX_STREAMS
+
         self.gate.clear()
-        self.batcher.executor.submit(self.gate.wait)
+        for _ in range(MAX_STREAMS):
+            self.batcher.executor.submit(self.gate.wait)
 
     def release(self) -> None:
         self.gate.set()
@@ -162,7 +165,7 @@ def test_clients_that_disconnect_and_failed_requests_release_their_rows(model_ve
 
 def test_failed_inference_releases_the_rows(model_version: str, store: Store) -> None:
     """ONNX Runtime refusing the input (wrong latent width) fails the request; the batcher does not leak rows."""
-    model = load_model(store, model_version, [CPU])
+    model = load_model(store, model_version, Preferences())
 
     async def scenario() -> None:
         batcher = DynamicBatcher(max_batch=8, max_wait_s=0.0, max_queued_rows=BOUND)

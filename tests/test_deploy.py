@@ -487,6 +487,7 @@ def test_api_image_installs_core_dependencies_with_onnxruntime_gpu() -> None:
     reqs = [Requirement(line) for line in snippet_requirements(df)]
     names = [r.name for r in reqs]
     assert "onnxruntime-gpu" in names and "onnxruntime" not in names and "torch" not in names
+    assert "openvino" in names  # the CPU engine (service/engines), reading the same ONNX file
     assert {"cuda", "cudnn"} <= next(r for r in reqs if r.name == "onnxruntime-gpu").extras
     assert len(reqs) == len(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
     assert any("pip install" in run and "--no-deps ." in run for run in df.runs())
@@ -496,7 +497,8 @@ def test_api_image_installs_core_dependencies_with_onnxruntime_gpu() -> None:
 def test_worker_image_installs_pinned_torch_and_train_extra() -> None:
     df = parse_dockerfile(DOCKER / "worker.Dockerfile")
     reqs = {Requirement(line).name: Requirement(line) for line in snippet_requirements(df)}
-    assert str(reqs["torch"].specifier) == "==2.13.0" and {"onnx", "scikit-learn", "matplotlib"} <= set(reqs)
+    assert str(reqs["torch"].specifier) == "==2.13.0"
+    assert {"onnx", "openvino", "scikit-learn", "matplotlib"} <= set(reqs)
     assert any('"torch==2.13.0"' in run and '--index-url "$TORCH_INDEX_URL"' in run for run in df.runs())
 
 

@@ -183,9 +183,9 @@ def test_batcher_gathers_concurrent_requests_without_changing_their_images(model
     observer fails no request."""
     from models.platform.sampling import latents
     from service.batching import DynamicBatcher
-    from service.inference import CPU, load_model
+    from service.inference import Preferences, load_model
 
-    model = load_model(store, model_version, [CPU])
+    model = load_model(store, model_version, Preferences(streams=1))  # one stream: batches of max_batch rows
     rows_seen: list[int] = []
 
     def broken_observer(rows: int, seconds: float) -> None:

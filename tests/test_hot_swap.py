@@ -298,7 +298,7 @@ def test_corrupt_manifest_is_refused_with_409(model_version: str, store: Store, 
 
 def test_watcher_never_undoes_a_concurrent_activation(two_versions: tuple[str, str], store: Store) -> None:
     """The watcher read ACTIVE=v1 and was loading it when v2 got activated here: v2 must stay active."""
-    from service.inference import CPU, LoadedModel, ModelHolder
+    from service.inference import LoadedModel, ModelHolder, Preferences
 
     loading, release = threading.Event(), threading.Event()
 
@@ -309,7 +309,7 @@ def test_watcher_never_undoes_a_concurrent_activation(two_versions: tuple[str, s
                 assert release.wait(60)
             return super().get(version)
 
-    holder = SlowToLoadV1(store, [CPU])
+    holder = SlowToLoadV1(store, Preferences())
     watcher = threading.Thread(target=holder.load_active, daemon=True)
     watcher.start()
     try:
@@ -327,9 +327,9 @@ def test_watcher_never_undoes_a_concurrent_activation(two_versions: tuple[str, s
 def test_broken_active_version_is_not_retried_until_its_files_change(
     two_versions: tuple[str, str], store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from service.inference import CPU, ModelHolder
+    from service.inference import ModelHolder, Preferences
 
-    holder = ModelHolder(store, [CPU])
+    holder = ModelHolder(store, Preferences())
     assert holder.load_active() is not None and holder.active is not None and holder.active.version == "v1"
     onnx = store.model_dir("v2") / "generator.onnx"
     good = onnx.read_bytes()

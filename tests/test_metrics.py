@@ -90,7 +90,9 @@ def test_generation_moves_the_counters(model_version: str, client: TestClient) -
 def test_active_model_info(model_version: str, client: TestClient) -> None:
     samples = scrape(client)
     assert model_version == "v1"
-    info = {"version": "v1", "provider": "CPUExecutionProvider"}
+    serving = client.get("/readyz").json()["model"]["serving"]
+    info = {"version": "v1", "provider": serving["device"], "engine": serving["engine"]}
+    info |= {"precision": serving["precision"], "streams": str(serving["streams"])}
     assert value(samples, "drawai_active_model_info", **info) == 1
     assert value(samples, "drawai_active_model_loaded") == 1
 
@@ -150,11 +152,16 @@ def test_readyz_without_a_model(client: TestClient) -> None:
 def test_readyz_with_a_model(model_version: str, client: TestClient) -> None:
     r = client.get("/readyz")
     assert r.status_code == 200, r.text
-    assert r.json() == {
-        "status": "ready",
-        "redis": "ok",
-        "model": {"version": model_version, "provider": "CPUExecutionProvider"},
-    }
+    body = r.json()
+    assert {k: body[k] for k in ("status", "redis")} == {"status": "ready", "redis": "ok"}
+    assert set(body) <= {"status", "redis", "model", "reasons", "detail", "warnings"} and "reasons" not in body
+    model = body["model"]
+    assert model["version"] == model_version and model["provider"] == model["serving"]["device"]
+    serving = model["serving"]  # the calibration's choice, and every candidate it timed
+    assert serving["engine"] in ("onnxruntime", "openvino") and serving["precision"] in ("fp32", "bf16", "fp16")
+    chosen = [t for t in serving["trials"] if (t["engine"], t["precision"], t["streams"]) ==
+              (serving["engine"], serving["precision"], serving["streams"])]  # fmt: skip
+    assert len(chosen) == 1 and chosen[0]["accepted"] and chosen[0]["within_one_grey"] >= 0.999
 
 
 def test_readyz_reports_a_model_that_fails_to_load(store: Store, model_version: str, settings: Settings) -> None:
@@ -187,7 +194,7 @@ def test_redis_down(client_redis_down: TestClient) -> None:
     body = r.json()
     assert body["redis"] == "unreachable"
     assert any(reason.startswith("redis unreachable") for reason in body["reasons"])
-    assert body["model"] == {"version": "v1", "provider": "CPUExecutionProvider"}  # the provider still shows
+    assert body["model"]["version"] == "v1" and body["model"]["serving"]["engine"]  # the model still shows
 
     r = c.get("/jobs")
     assert r.status_code == 503
@@ -195,6 +202,7 @@ def test_redis_down(client_redis_down: TestClient) -> None:
 
     samples = scrape(c)  # the jobs collector fails; the scrape does not
     assert not any(name == "drawai_jobs" for name, _ in samples)
-    assert value(samples, "drawai_active_model_info", version="v1", provider="CPUExecutionProvider") == 1
+    [info] = [dict(labels) for name, labels in samples if name == "drawai_active_model_info"]
+    assert info["version"] == "v1" and info["provider"] == body["model"]["provider"]
     assert value(samples, "drawai_http_requests_total", method="GET", route="/jobs", status="503") == 1
     assert c.post("/generate", params={"seed": 1}).status_code == 200  # generation does not need Redis

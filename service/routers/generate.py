@@ -57,7 +57,8 @@ async def generate(
         Query(max_length=2000, description="conditional models: images per class, e.g. yes:48,no:16 (in that order)"),
     ] = None,
 ) -> Response:
-    """Generate ``count`` images. Same seed, same model (and classes): byte-identical output. 429 when overloaded.
+    """Generate ``count`` images. Same seed, same model (and classes), same engine and precision: byte-identical
+    output (across precisions within about one grey level). 429 when overloaded.
 
     A conditional model draws ``label``'s class, the classes ``labels`` asks for, or, with neither, ``count``
     spread over its classes in their training proportions; every image carries its class.
@@ -88,9 +89,16 @@ async def generate(
         z = await asyncio.to_thread(latents, loaded.latent_dim, seeds)
         images = await batcher.infer(loaded, z, None if plan is None else plan.indices)
         names = None if plan is None else plan.names
-        body = await asyncio.to_thread(encoders.encode, images, seeds, loaded.version, fmt, names)
+        engine = (loaded.serving.engine, loaded.serving.precision)
+        body = await batcher.encode(encoders.encode, images, seeds, loaded.version, fmt, names, engine)
     metrics.count_images(loaded.version, count)
-    headers = {"X-DrawAI-Model-Version": loaded.version, "X-DrawAI-Seed": str(base), "X-DrawAI-Synthetic": "true"}
+    headers = {
+        "X-DrawAI-Model-Version": loaded.version,
+        "X-DrawAI-Seed": str(base),
+        "X-DrawAI-Synthetic": "true",
+        "X-DrawAI-Engine": loaded.serving.engine,
+        "X-DrawAI-Precision": loaded.serving.precision,
+    }
     if plan is not None:
         headers["X-DrawAI-Classes"] = plan.header
     if fmt in ("zip", "npy", "png", "grid"):

@@ -17,6 +17,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from service.deps import ModelsDep, RedisDep, StoreDep
+from service.engines.calibration import Serving
 
 router = APIRouter(tags=["health"])
 
@@ -30,7 +31,8 @@ class Health(BaseModel):
 
 class ServedModel(BaseModel):
     version: str
-    provider: str  # the ONNX Runtime provider it really runs on
+    provider: str  # where it really runs: an ONNX Runtime provider, or openvino:CPU
+    serving: Serving  # engine, precision, streams, and the calibration that chose them
 
 
 class Readiness(BaseModel):
@@ -76,7 +78,7 @@ async def _ping(redis: Redis) -> str | None:
     },
 )
 async def readyz(redis: RedisDep, store: StoreDep, models: ModelsDep) -> JSONResponse:
-    """Redis reachable and an active model loaded (version and provider in use)."""
+    """Redis reachable and an active model loaded (version, and the engine, precision and streams serving it)."""
     reasons: list[str] = []
     redis_problem = await _ping(redis)
     if redis_problem is not None:
@@ -91,7 +93,9 @@ async def readyz(redis: RedisDep, store: StoreDep, models: ModelsDep) -> JSONRes
             reasons.append(NO_MODEL)
         else:
             reasons.append(f"active model {version} is not loaded yet")
-    model = {"version": active.version, "provider": active.provider} if active is not None else None
+    model = None
+    if active is not None:
+        model = {"version": active.version, "provider": active.provider, "serving": active.serving.model_dump()}
     body: dict[str, object] = {"status": "ready" if not reasons else "not ready"}
     if reasons:
         body["reasons"] = reasons

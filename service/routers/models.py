@@ -18,6 +18,7 @@ from models.report.page import render
 from models.report.schema import QualityReport
 from service.auth import require_key
 from service.deps import ModelsDep, StoreDep
+from service.engines.calibration import Serving
 from service.errors import KEYED, responses
 from service.inference import ModelLoadError
 from service.paging import Page, Paging
@@ -44,14 +45,18 @@ class ModelView(ModelManifest):
     it is active; fields of newer manifests are kept as stored."""
 
     active: bool
+    serving: Serving | None = Field(
+        default=None, description="how this API process serves it (engine, precision, streams, calibration), if loaded"
+    )
 
 
 class Activation(BaseModel):
-    """``POST /models/{version}/activate``: the version now active here, and the provider it runs on."""
+    """``POST /models/{version}/activate``: the version now active here, and how it is served."""
 
     version: str
     active: bool
     provider: str
+    serving: Serving
 
 
 def _summary(m: ModelManifest, active: str | None) -> ModelSummary:
@@ -67,10 +72,15 @@ def list_models(store: StoreDep, paging: Paging) -> Page[ModelSummary]:
 
 
 @router.get("/{version}", responses=FOUND)
-def get_model(version: str, store: StoreDep) -> ModelView:
-    """The version's manifest (``model.json``) and whether it is active."""
+def get_model(version: str, store: StoreDep, models: ModelsDep) -> ModelView:
+    """The version's manifest (``model.json``), whether it is active, and how this process serves it if loaded."""
     manifest = store.get_manifest(version)
-    return ModelView(**manifest.model_dump(exclude={"loss_history"}), active=store.active_version() == version)
+    loaded = models.loaded(version)
+    return ModelView(
+        **manifest.model_dump(exclude={"loss_history"}),
+        active=store.active_version() == version,
+        serving=loaded.serving if loaded is not None else None,
+    )
 
 
 @router.get("/{version}/samples.png", response_class=FileResponse, responses={**PNG, **FOUND})
@@ -130,4 +140,4 @@ async def activate(version: str, models: ModelsDep) -> Activation:
         model = await asyncio.to_thread(models.activate, version)
     except ModelLoadError as exc:
         raise HTTPException(409, f"refused: {exc}; the active model is unchanged") from None
-    return Activation(version=model.version, active=True, provider=model.provider)
+    return Activation(version=model.version, active=True, provider=model.provider, serving=model.serving)
