@@ -245,9 +245,11 @@ class DynamicBatcher:
             try:
                 await self._free_stream(first.model)  # requests keep queueing meanwhile: the batch grows
                 batch, carried = await self._gather(first)
-                task = asyncio.create_task(self._run_batch(batch), name="drawai-batch")
-                self._running.add(task)
-                task.add_done_callback(self._batch_done)
+                free = max(1, first.model.streams - len(self._running))
+                for part in _spread(batch, free):  # idle streams share what gathered, rather than wait for more
+                    task = asyncio.create_task(self._run_batch(part), name="drawai-batch")
+                    self._running.add(task)
+                    task.add_done_callback(self._batch_done)
             except Exception as exc:  # the loop must never die: every later request would hang
                 log.exception("batcher failed")
                 for p in batch:
@@ -298,3 +300,20 @@ def _labels_of(batch: list[_Pending]) -> np.ndarray | None:
     if batch[0].labels is None:
         return None
     return np.concatenate([p.labels for p in batch if p.labels is not None])
+
+
+def _spread(batch: list[_Pending], streams: int) -> list[list[_Pending]]:
+    """``batch`` cut into at most ``streams`` consecutive groups of about equal rows (whole requests each): with
+    one stream per core, a batch on one stream would leave the other cores idle while the clients wait for it."""
+    if streams <= 1 or len(batch) <= 1:
+        return [batch]
+    target = math.ceil(sum(len(p.z) for p in batch) / streams)
+    groups: list[list[_Pending]] = [[]]
+    rows = 0
+    for p in batch:
+        if rows >= target and len(groups) < streams:
+            groups.append([])
+            rows = 0
+        groups[-1].append(p)
+        rows += len(p.z)
+    return groups

@@ -115,10 +115,13 @@ def test_diff_augment_is_differentiable_and_reproducible() -> None:
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize(("first", "then"), [(False, True), (True, False)], ids=["cpu-to-amp", "amp-to-cpu"])
+@pytest.mark.parametrize(("first", "then"), [(False, True), (True, False)], ids=["fp32-to-fp16", "fp16-to-fp32"])
 def test_resume_across_scaler_settings(tmp_path: Path, first: bool, then: bool) -> None:
-    """A checkpoint written without mixed precision (a CPU run: the scaler's state is empty) resumes with it
-    (as on a GPU), and the reverse; the run finishes every step from where the checkpoint left it."""
+    """A checkpoint written without a gradient scaler (fp32 or bf16: the scaler's state is empty) resumes with one
+    (fp16, as on a GPU without bf16), and the reverse; the run finishes every step from where it left off."""
+    from models.gan.precision import Precision
+
+    precisions = {False: Precision("fp32", "cpu"), True: Precision("fp16", "cpu")}
     calls = {"n": 0}
 
     def abort_after_4() -> bool:
@@ -126,13 +129,13 @@ def test_resume_across_scaler_settings(tmp_path: Path, first: bool, then: bool) 
         return calls["n"] >= 4
 
     with pytest.raises(TrainingAborted):
-        train(SPEC, blobs(), tmp_path, checkpoint_every=2, abort_fn=abort_after_4, amp=first)
+        train(SPEC, blobs(), tmp_path, checkpoint_every=2, abort_fn=abort_after_4, precision=precisions[first])
     ckpt = torch.load(tmp_path / CHECKPOINT, weights_only=False)
     assert ckpt["step"] == 4
     assert bool(ckpt["scaler"]) is first  # a disabled scaler saves an empty state
     assert ckpt["torch_rng"].device.type == "cpu" and ckpt["torch_rng"].dtype == torch.uint8
 
-    resumed = train(SPEC, blobs(), tmp_path, checkpoint_every=2, amp=then)
+    resumed = train(SPEC, blobs(), tmp_path, checkpoint_every=2, precision=precisions[then])
     assert resumed.resumed_from_step == 4 and resumed.step == 9
     assert all(np.isfinite(resumed.d_losses)) and len(resumed.d_losses) == 9
     assert bool(torch.load(tmp_path / CHECKPOINT, weights_only=False)["scaler"]) is then
@@ -144,3 +147,36 @@ def test_resume_is_reported_even_when_no_step_is_left(tmp_path: Path) -> None:
     resumed = train(SPEC, blobs(), tmp_path, progress_fn=seen.append)
     assert resumed.step == 9 and resumed.resumed_from_step == 9
     assert [(p["step"], p["steps"], p["resumed_from_step"]) for p in seen] == [(9, 9, 9)]
+
+
+@pytest.mark.parametrize(
+    "extra", [{}, {"channels_last": True}, {"architecture": "fastgan", "image_size": 64}], ids=["dcgan", "cl", "fastgan"]
+)
+def test_mixed_precision_is_chosen_by_the_cpu_and_resumes_exactly(tmp_path: Path, extra: dict) -> None:
+    """``precision: auto`` trains in bf16 exactly where the CPU has a native bf16 dot product (its flags, read at
+    run time), and such a run killed midway resumes to the same weights as one that never stopped."""
+    from models.gan.precision import cpu_has_bf16
+
+    spec = SPEC.model_copy(update={"epochs": 3, **extra})
+    spec = TrainSpec.model_validate(spec.model_dump())
+    whole = train(spec, blobs(), tmp_path / "whole", checkpoint_every=2)
+    assert whole.precision == ("bf16" if cpu_has_bf16() else "fp32")
+    calls = {"n": 0}
+
+    def abort_after_3() -> bool:
+        calls["n"] += 1
+        return calls["n"] >= 3
+
+    with pytest.raises(TrainingAborted):
+        train(spec, blobs(), tmp_path / "split", checkpoint_every=2, abort_fn=abort_after_3)
+    resumed = train(spec, blobs(), tmp_path / "split", checkpoint_every=2)
+    assert resumed.resumed_from_step == 3 and resumed.d_losses == whole.d_losses
+    for a, b in zip(whole.generator.state_dict().values(), resumed.generator.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_an_unsupported_precision_trains_in_fp32(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    fp32 = train(SPEC.model_copy(update={"precision": "fp32"}), blobs(), tmp_path / "a")
+    assert fp32.precision == "fp32"
+    fp16 = train(SPEC.model_copy(update={"precision": "fp16"}), blobs(), tmp_path / "b")  # fp16 is CUDA's
+    assert fp16.precision == "fp32" and "fp16 training runs on CUDA only" in caplog.text

@@ -130,6 +130,7 @@ def _write_version(
             library_versions=library_versions(),
             created=datetime.now(UTC).isoformat(),
             trained_on=result.device,
+            trained_precision=result.precision,
             snapshot=result.snapshot,
             augment_p=result.augment_p,
         )

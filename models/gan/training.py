@@ -29,6 +29,7 @@ from torch import nn
 
 from models.gan.conditional import fixed_labels, set_strength, strength_at
 from models.gan.losses import GanLoss, make_loss, mode_seeking, r1_penalty
+from models.gan.precision import Precision, choose_precision
 from models.gan.run import (
     CHECKPOINT,
     Plan,
@@ -75,6 +76,7 @@ class TrainResult:
     # Which snapshot was published and why ({"step", "score", ..., "reason", "candidates"}); None: the last.
     snapshot: dict[str, Any] | None = None
     augment_p: float | None = None  # the adaptive augmentation probability at the end
+    precision: str = "fp32"  # what it trained in (models.gan.precision)
 
 
 def select_device(preference: str = "auto") -> torch.device:
@@ -176,20 +178,19 @@ def adversarial_step(
     y: torch.Tensor | None,
     z: torch.Tensor,
     spec: TrainSpec,
-    use_amp: bool,
+    precision: Precision,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One discriminator update and, every ``n_critic``-th step, one generator update; the losses, on the device.
 
     A conditional run draws its fakes for the real batch's labels ``y`` (the classes in the data's proportions).
     """
     D = _conditioned(run.D, y)
-    device_type = real.device.type
     g_turn = (run.step + 1) % spec.n_critic == 0
 
     def aug(x: torch.Tensor) -> torch.Tensor:
         return run.ada(x, run.noise) if spec.augment else x
 
-    with torch.autocast(device_type, dtype=torch.float16, enabled=use_amp):
+    with precision.autocast():
         with torch.set_grad_enabled(g_turn):  # no graph through G on critic-only steps
             fake = generate(run.G, z, y)
         d_real, d_fake = aug(real), aug(fake.detach())
@@ -207,7 +208,7 @@ def adversarial_step(
     run.scaler.step(run.opt_d)
 
     if g_turn:
-        with torch.autocast(device_type, dtype=torch.float16, enabled=use_amp):
+        with precision.autocast():
             g_loss = loss.g_loss(D(aug(fake)))
             if spec.mode_seeking > 0 and (seeking := mode_seeking(fake, z, y)) is not None:
                 g_loss = g_loss + spec.mode_seeking * seeking
@@ -298,7 +299,7 @@ def train(
     progress_fn: ProgressFn | None = None,
     abort_fn: AbortFn | None = None,
     score_fn: ScoreFn | None = None,
-    amp: bool | None = None,
+    precision: Precision | None = None,
     log_every: int = LOG_EVERY,
     threads: int | None = None,
 ) -> TrainResult:
@@ -306,8 +307,9 @@ def train(
 
     A conditional spec also needs the images' class indices ``labels [N]`` and ``num_classes``.
 
-    ``amp``: mixed precision (fp16 autocast and a gradient scaler); None: on CUDA only. A checkpoint
-    resumes on any device and with either setting (written on a CPU, resumed on a GPU, and back).
+    ``precision``: overrides what ``spec.precision`` chooses on ``device`` (models.gan.precision); fp16 adds a
+    gradient scaler. A checkpoint resumes on any device and in any precision (written on a CPU, resumed on a GPU,
+    and back).
     Losses are read off the device, and ``progress_fn`` told, every ``log_every`` steps and at the
     end of every epoch. With ``score_fn`` and ``spec.snapshots``, the best scored snapshot is returned.
     """
@@ -315,14 +317,27 @@ def train(
     device = device or select_device()
     if device.type == "cpu":
         torch.set_num_threads(threads or os.cpu_count() or 1)  # all cores unless told otherwise
-    use_amp = device.type == "cuda" if amp is None else amp  # by default only where it pays
+    else:
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
+    precision = precision or choose_precision(spec.precision, device)
+    channels_last = device.type == "cuda" if spec.channels_last is None else spec.channels_last
+    log.info("training on %s in %s%s%s", device, precision.name, ", channels_last" if channels_last else "",
+             ", torch.compile" if spec.compile else "")  # fmt: skip
     (workdir / "samples").mkdir(parents=True, exist_ok=True)
     ckpt_path = workdir / CHECKPOINT
     torch.manual_seed(spec.seed)
     data = prepare_images(images, spec.image_size, device)
     plan = make_plan(spec, len(data))
     label_t, fixed_y = _labels(spec, labels, num_classes, len(data), device)
-    run = new_run(spec, device, use_amp, plan.total_steps * plan.batch, num_classes)
+    run = new_run(spec, device, precision.scaled, plan.total_steps * plan.batch, num_classes)
+    if channels_last:
+        data = data.contiguous(memory_format=torch.channels_last)
+        for module in (run.G, run.D, run.G_ema):
+            if module is not None:
+                module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    if spec.compile:
+        run.G.compile()  # in place: state_dict keys (checkpoints, export) are unchanged
+        run.D.compile()
     loss = make_loss(spec.loss, run.noise)
     fixed_z = torch.randn(SAMPLES_N, spec.latent_dim, generator=torch.Generator().manual_seed(spec.seed + 2))
 
@@ -347,7 +362,7 @@ def train(
         z = torch.randn(plan.batch, spec.latent_dim, generator=run.noise).to(device)
         if y is not None:
             set_strength(strength_at(run.step, plan.total_steps, spec.cond_start, spec.cond_end), run.G, run.D)
-        pending.append(torch.stack(adversarial_step(run, loss, real, y, z, spec, use_amp)))
+        pending.append(torch.stack(adversarial_step(run, loss, real, y, z, spec, precision)))
         run.step += 1
 
         end_of_epoch = run.step % plan.steps_per_epoch == 0
@@ -376,4 +391,4 @@ def train(
     epochs = run.step // max(plan.steps_per_epoch, 1)
     p = run.ada.p if spec.augment and spec.ada_target is not None else None
     return TrainResult(generator, run.D, run.step, epochs, run.d_losses, run.g_losses, run.resumed_from, device.type,
-                       snapshot, p)  # fmt: skip
+                       snapshot, p, precision.name)  # fmt: skip

@@ -163,6 +163,14 @@ class TrainSpec(BaseModel):
     # training slices); the best is published. 0: publish the last.
     snapshots: int = Field(default=0, ge=0, le=50)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    # Mixed precision (models.gan.precision): "auto" is bf16 on a CPU with native bf16 (AVX-512 BF16, AMX) and on
+    # GPUs that have it, fp16 with a gradient scaler on other GPUs, fp32 elsewhere. Measured on a 2-core AVX-512
+    # BF16 CPU (benchmarks/train_step.py): 1.2-1.8x the images/s of fp32, quality within noise (quality.py).
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # channels_last memory format for G, D and the images; None: on CUDA only (on the CPU it sped dcgan up by
+    # about 7 % and slowed fastgan by 20 %, benchmarks/train_step.py).
+    channels_last: bool | None = None
+    compile: bool = False  # torch.compile G's and D's forward passes (opt-in: minutes of compilation first)
     activate: bool = False  # activate the new model version even when another one is active
     checkpoint_every: int | None = Field(default=None, ge=1)  # steps; None: the worker's setting
 
@@ -355,6 +363,7 @@ class ModelManifest(ModelIdentity):
     onnx_inputs: list[str]
     library_versions: dict[str, str]
     trained_on: str = "cpu"  # the training device type
+    trained_precision: str = "fp32"  # what it trained in: fp32, or bf16/fp16 autocast (models.gan.precision)
     # The snapshot published and why ({"step", "score", "c2st_auc", "diversity_ratio", "collapsed", "reason",
     # "candidates": every scored snapshot, "ema"}); None: the last step's generator (no snapshots were scored).
     snapshot: dict[str, Any] | None = None
