@@ -150,7 +150,9 @@ def test_resume_is_reported_even_when_no_step_is_left(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "extra", [{}, {"channels_last": True}, {"architecture": "fastgan", "image_size": 64}], ids=["dcgan", "cl", "fastgan"]
+    "extra",
+    [{}, {"channels_last": True}, {"architecture": "fastgan", "image_size": 64}],
+    ids=["dcgan", "channels-last", "fastgan"],
 )
 def test_mixed_precision_is_chosen_by_the_cpu_and_resumes_exactly(tmp_path: Path, extra: dict) -> None:
     """``precision: auto`` trains in bf16 exactly where the CPU has a native bf16 dot product (its flags, read at
