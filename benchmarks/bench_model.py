@@ -26,11 +26,15 @@ DEMO_SPEC = TrainSpec(dataset="bench", preset="quick")
 SPECS = {"dcgan-seed": SPEC, "demo": DEMO_SPEC}
 
 
-def publish_bench_model(store: Store, spec: TrainSpec = SPEC) -> tuple[nn.Module, str, Path]:
-    """An untrained generator of ``spec`` (default dcgan-seed), exported and published (active) with a manifest."""
-    torch.manual_seed(spec.seed)
-    G, _ = build(spec)
-    G.eval()
+def publish_bench_model(
+    store: Store, spec: TrainSpec = SPEC, G: nn.Module | None = None
+) -> tuple[nn.Module, str, Path]:
+    """A generator of ``spec`` (default dcgan-seed; untrained unless ``G`` is given), exported and published (active)
+    with a manifest."""
+    if G is None:
+        torch.manual_seed(spec.seed)
+        G, _ = build(spec)
+    G = G.cpu().eval()
     with store.staging("bench-model") as staged:
         onnx_path = staged / "generator.onnx"
         export_generator(G, spec.latent_dim, onnx_path)

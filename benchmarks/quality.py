@@ -15,8 +15,9 @@ each next to its real-vs-real reference, and writes every recipe's sample grid a
 
 Recipes (``RECIPES``): ``report`` (the seed's dcgan-seed preset, as it is), ``old-demo`` (the recipe
 ``make demo`` used before the presets: DCGAN 64 px width 32, BCE, BatchNorm D, flips + translation +
-cutout at p = 1, no EMA, the last snapshot), ``quick`` (the preset) and candidates that were measured
-to choose it (``--recipes`` picks any of them).
+cutout at p = 1, no EMA, the last snapshot), ``quick`` (the preset), ``quick-fp32`` / ``quick-bf16``
+(the preset in one precision: bf16 against fp32 quality) and candidates that were measured to choose
+it (``--recipes`` picks any of them).
 
     python benchmarks/quality.py [--datasets demo,kaggle_like] [--recipes report,old-demo,quick] [--kimg 40]
 """
@@ -55,6 +56,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     "report": {"preset": "report"},
     "old-demo": {"preset": "quick", **OLD_DEMO},
     "quick": {"preset": "quick"},
+    # the preset in fp32: "quick" trains in bf16 autocast on a CPU with native bf16 (precision: auto)
+    "quick-fp32": {"preset": "quick", "precision": "fp32"},
+    "quick-bf16": {"preset": "quick", "precision": "bf16"},
     # one class-conditional model for every class (a labelled dataset): per-class metrics and the utility test
     "quick-conditional": {"preset": "quick", "conditional": True},
     # the same with other mode-seeking weights (0: every class collapsed), and without transitional conditioning

@@ -5,13 +5,20 @@ spec's learning rates and betas) and BCE-with-logits losses. Runs alternate (our
 then plain then ours, ...) so machine noise hits both alike; the best images/s of each over
 the rounds is reported (noise on a shared machine only ever slows a run down, as with
 ``timeit``'s minimum), with the ratio ours/plain (target >= 0.95: the harness adds no overhead).
+Both sides train in fp32 there.
 
-    python benchmarks/train_step.py [--rounds 3] [--steps 6]
+Then fp32 against mixed precision (bf16 autocast on a CPU with native bf16, read from its flags; on
+CUDA what ``precision: auto`` picks) for the presets' dcgan and fastgan networks with their full
+recipes: target >= 1.5x at 128 px (width 64, the ``standard`` preset's network); the ``quick``
+preset's smaller 64 px networks are reported too.
+
+    python benchmarks/train_step.py [--rounds 4] [--steps 6] [--skip-precision]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,17 +28,26 @@ import torch
 import torch.nn.functional as F
 
 from models.gan.networks import build
+from models.gan.precision import BF16_CPU_FLAGS, choose_precision, cpu_flags, cpu_has_bf16
 from models.gan.training import prepare_images, select_device, train
 from models.platform.schemas import TrainSpec
 
 # The plain loop's recipe (BCE, BatchNorm D, no EMA, no augmentation), pinned over the presets' defaults.
-PLAIN = {"loss": "bce", "d_norm": "batch", "ema": False, "augment": False, "snapshots": 0}
+PLAIN = {"loss": "bce", "d_norm": "batch", "ema": False, "augment": False, "snapshots": 0, "precision": "fp32"}
 CASES = [
     ("dcgan-seed 128px", TrainSpec(dataset="bench", architecture="dcgan-seed", image_size=128, batch_size=8, **PLAIN)),
     ("dcgan 64px", TrainSpec(dataset="bench", architecture="dcgan", image_size=64, batch_size=32, **PLAIN)),
     ("dcgan 128px", TrainSpec(dataset="bench", architecture="dcgan", image_size=128, batch_size=16, **PLAIN)),
 ]
 WARMUP = 2  # steps excluded from timing on both sides
+# fp32 against bf16 autocast: the presets' networks (full recipes: hinge, spectral norm, DiffAugment, EMA).
+PRECISION_CASES = [
+    ("dcgan 128px w64", TrainSpec(dataset="bench", preset="standard", architecture="dcgan", snapshots=0)),
+    ("fastgan 128px w64", TrainSpec(dataset="bench", preset="standard", snapshots=0)),
+    ("dcgan 64px quick", TrainSpec(dataset="bench", preset="quick", architecture="dcgan", snapshots=0)),
+    ("fastgan 64px quick", TrainSpec(dataset="bench", preset="quick", snapshots=0)),
+]
+PRECISION_TARGET = 1.5  # bf16 / fp32 for the 128 px networks, on a CPU with native bf16
 
 
 def images_for(spec: TrainSpec, steps: int) -> np.ndarray:
@@ -53,7 +69,7 @@ def ours(spec: TrainSpec, images: np.ndarray, steps: int) -> float:
     spec = spec.model_copy(update={"epochs": 1})
     with tempfile.TemporaryDirectory() as d:
         try:
-            train(spec, images, Path(d), checkpoint_every=10**9, progress_fn=progress, abort_fn=abort)
+            train(spec, images, Path(d), checkpoint_every=10**9, progress_fn=progress, abort_fn=abort, log_every=1)
         except Exception as exc:  # TrainingAborted ends the run once enough steps are timed
             if type(exc).__name__ != "TrainingAborted":
                 raise
@@ -97,6 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--skip-precision", action="store_true", help="only the ours/plain table")
     args = parser.parse_args()
     print(f"device: {select_device()}  torch {torch.__version__}  threads {torch.get_num_threads()}")
     print(f"{'case':<18}{'batch':>6}{'ours img/s':>12}{'plain img/s':>13}{'ours/plain':>12}")
@@ -115,6 +132,36 @@ def main() -> None:
         worst = min(worst, ratio)
         print(f"{name:<18}{spec.batch_size:>6}{max(a):>12.1f}{max(b):>13.1f}{ratio:>12.3f}")
     print(f"worst ratio ours/plain: {worst:.3f} (target >= 0.95): {'PASS' if worst >= 0.95 else 'FAIL'}")
+    ok = worst >= 0.95
+    if not args.skip_precision:
+        ok &= precision_table(args.rounds, args.steps)
+    sys.exit(0 if ok else 1)
+
+
+def precision_table(rounds: int, steps: int) -> bool:
+    """fp32 against bf16 autocast, alternating, best of ``rounds``; the 128 px ratios against the target."""
+    device = select_device()
+    mixed = "bf16" if device.type == "cpu" else choose_precision("auto", device).name
+    flags = [f for f in BF16_CPU_FLAGS if f in cpu_flags()]
+    print()
+    print(f"CPU flags for bf16: {' '.join(flags) or 'none (' + ' or '.join(BF16_CPU_FLAGS) + ')'}; mixed = {mixed}")
+    if device.type == "cpu" and not cpu_has_bf16():
+        print("no native bf16 on this CPU: `precision: auto` trains in fp32 here; the bf16 table is not measured")
+        return True
+    print(f"{'case':<20}{'batch':>6}{'fp32 img/s':>12}{mixed + ' img/s':>12}{'ratio':>8}")
+    ok = True
+    for name, spec in PRECISION_CASES:
+        images = images_for(spec, steps)
+        runs: dict[str, list[float]] = {"fp32": [], mixed: []}
+        for r in range(rounds):
+            for p in ("fp32", mixed) if r % 2 == 0 else (mixed, "fp32"):
+                runs[p].append(ours(spec.model_copy(update={"precision": p}), images, steps))
+        ratio = max(runs[mixed]) / max(runs["fp32"])
+        target = "128px" in name
+        ok &= ratio >= PRECISION_TARGET or not target
+        mark = f"  (target >= {PRECISION_TARGET}: {'PASS' if ratio >= PRECISION_TARGET else 'FAIL'})" if target else ""
+        print(f"{name:<20}{spec.batch_size:>6}{max(runs['fp32']):>12.1f}{max(runs[mixed]):>12.1f}{ratio:>8.2f}{mark}")
+    return ok
 
 
 if __name__ == "__main__":
