@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -29,9 +30,11 @@ log = logging.getLogger(__name__)
 
 
 def serving_preferences(s: Settings) -> Preferences:
-    """The engine, precision and streams the settings ask for, and the ONNX Runtime providers here."""
+    """The engine, precision and streams the settings ask for, the ONNX Runtime providers here, and this process's
+    share of the cores (the API's uvicorn processes divide them)."""
     providers = tuple(choose_providers(s.onnx_provider))
-    return Preferences(s.engine, s.precision, s.infer_streams, s.calibration_budget_s, providers)
+    cores = max(1, len(os.sched_getaffinity(0)) // s.api_workers)
+    return Preferences(s.engine, s.precision, s.infer_streams, s.calibration_budget_s, providers, cores)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

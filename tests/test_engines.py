@@ -206,3 +206,20 @@ def test_an_unknown_engine_setting_is_refused_at_start(tmp_path: Path) -> None:
 
     with pytest.raises(ValidationError, match="engine"):
         Settings(home=tmp_path, engine="tensorrt", _env_file=None)  # type: ignore[call-arg,arg-type]
+
+
+def test_what_gathered_is_shared_by_the_idle_streams() -> None:
+    """Requests gathered while two streams are idle go out as two batches of about equal rows, whole requests each,
+    in their order (one stream per core: one batch alone would leave the other cores idle)."""
+    from service.batching import _Pending, _spread
+
+    loop = asyncio.new_event_loop()
+    try:
+        batch = [_Pending(None, np.zeros((n, 4), np.float32), loop.create_future()) for n in (1, 1, 1, 1, 3, 1)]  # type: ignore[arg-type]
+        groups = _spread(batch, 2)
+        assert [[len(p.z) for p in g] for g in groups] == [[1, 1, 1, 1], [3, 1]]
+        assert [p for g in groups for p in g] == batch
+        assert _spread(batch, 1) == [batch] and _spread(batch[:1], 4) == [batch[:1]]
+        assert len(_spread(batch, 8)) <= len(batch)
+    finally:
+        loop.close()

@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     infer_streams: int = Field(default=0, ge=0, le=64)  # batches run at once; 0: what calibration finds best
     # No new calibration candidate starts after this many seconds of a model load (the fp32 reference always runs).
-    calibration_budget_s: float = Field(default=3.0, ge=0, le=600)
+    calibration_budget_s: float = Field(default=2.0, ge=0, le=600)
     # Dynamic batching: a request waits at most this long for others to share its inference call. A batch holds
     # at most batch_max_size / streams rows, so batch_max_size rows keep every inference stream busy.
     batch_max_size: int = Field(default=64, ge=1)
