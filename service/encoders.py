@@ -85,11 +85,11 @@ OPENAPI_200 = {  # POST /generate's 200 in the OpenAPI
 }
 
 
-Engine = tuple[str, str]  # (engine, precision) that computed the pixels, e.g. ("openvino", "bf16")
+EngineLabel = tuple[str, str]  # (engine, precision) that computed the pixels, e.g. ("openvino", "bf16")
 
 
 def provenance(version: str, seeds: list[int] | None, classes: list[str] | None = None,
-               engine: Engine | None = None) -> PngInfo:  # fmt: skip
+               engine: EngineLabel | None = None) -> PngInfo:  # fmt: skip
     info = PngInfo()
     info.add_text("Synthetic", "true")
     info.add_text("Software", "Draw.AI")
@@ -105,7 +105,7 @@ def provenance(version: str, seeds: list[int] | None, classes: list[str] | None 
     return info
 
 
-def png(image: np.ndarray, version: str, seed: int, cls: str | None = None, engine: Engine | None = None) -> bytes:
+def png(image: np.ndarray, version: str, seed: int, cls: str | None = None, engine: EngineLabel | None = None) -> bytes:
     """One ``[H, W]`` uint8 image as a PNG with its provenance (and its class, for a conditional model)."""
     buf = io.BytesIO()
     Image.fromarray(image, mode="L").save(
@@ -122,7 +122,7 @@ def file_name(version: str, seed: int, cls: str | None) -> str:
 
 
 def encode(images: np.ndarray, seeds: list[int], version: str, fmt: str, classes: list[str] | None = None,
-           engine: Engine | None = None) -> bytes:  # fmt: skip
+           engine: EngineLabel | None = None) -> bytes:  # fmt: skip
     """``images [N, 1, H, W]`` float in ``[-1, 1]`` encoded as ``fmt`` (one of FORMATS); ``classes``: each image's
     class, for a conditional model; ``engine``: the (engine, precision) that computed them."""
     pixels = to_uint8(images[:, 0])
@@ -154,7 +154,7 @@ def encode(images: np.ndarray, seeds: list[int], version: str, fmt: str, classes
 
 
 def _manifest(version: str, seeds: list[int], names: list[str], classes: list[str | None],
-              data: list[str] | None = None, engine: Engine | None = None) -> dict[str, Any]:  # fmt: skip
+              data: list[str] | None = None, engine: EngineLabel | None = None) -> dict[str, Any]:  # fmt: skip
     images: list[dict[str, Any]] = [{"file": n, "seed": s} for n, s in zip(names, seeds, strict=True)]
     for entry, cls in zip(images, classes, strict=True):
         if cls is not None:

@@ -4,7 +4,8 @@
 probe batch on each (every stream running it at once), and compares each candidate's 8-bit output with
 ONNX Runtime fp32 on the CPU, the reference the reports are computed with. It keeps the fastest candidate
 whose pixels are within one grey level of the reference on at least ``MIN_WITHIN_ONE`` of the probe's
-pixels; the reference itself always qualifies. The whole table (timings, errors, what was refused and
+pixels and whose rows do not depend on the batch they are computed in; when none qualifies, the reference
+serves. The whole table (timings, errors, what was refused and
 why) is kept with the model and shown in ``/readyz``, ``/models/{version}`` and the metrics.
 """
 
