@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     max_queued_rows: int = Field(default=256, ge=1)
     # How often each API process checks the store's ACTIVE pointer (hot swap across processes).
     model_watch_interval_s: float = Field(default=1.0, gt=0)
+    # GET /jobs/{id}/events: a keep-alive comment after this many seconds without an event (proxies cut idle
+    # connections), and how often the job's state is read from Redis.
+    sse_keepalive_s: float = Field(default=15.0, gt=0, le=3600)
+    sse_poll_interval_s: float = Field(default=0.5, gt=0, le=60)
 
     # Command line: the API that `drawai datasets ...` talks to (its --url overrides this).
     api_url: str = "http://127.0.0.1:8000"

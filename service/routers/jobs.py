@@ -1,14 +1,20 @@
-"""Training jobs: submit, list, show, cancel."""
+"""Training jobs: submit, list, show, watch (Server-Sent Events), cancel."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, status
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from models.platform.schemas import TrainSpec
 from service import queue as jobq
 from service.auth import KeyCheckedRoute, require_key
 from service.deps import QueueDep, SettingsDep, StoreDep
 from service.errors import KEYED, responses
+from service.job_events import job_events, read_view
 from service.paging import Page, Paging
 
 # KeyCheckedRoute: the key is checked before FastAPI reads the JSON spec.
@@ -42,6 +48,40 @@ def submit_training(spec: TrainSpec, store: StoreDep, queue: QueueDep, settings:
 def list_jobs(queue: QueueDep, paging: Paging) -> Page[jobq.JobView]:
     """The jobs still remembered (finished ones for ``DRAWAI_RESULT_TTL_S``), newest first, a page at a time."""
     return paging.of([jobq.view(j) for j in jobq.list_jobs(queue)])
+
+
+async def _current_view(job_id: str, queue: QueueDep) -> jobq.JobView:
+    """The job's view, read before a stream starts: an unknown id is a 404 (and Redis down a 503), not a stream."""
+    return await asyncio.to_thread(read_view, queue, job_id)
+
+
+EVENTS = (
+    "A stream (text/event-stream) of events whose data is the job's JSON (as GET /jobs/{id}): `progress` first "
+    "and on every change, `phase` before a progress that changes the phase or status, `end` once the job has "
+    "ended (then the stream closes), `error` ({detail}) if Redis fails meanwhile; `: keep-alive` comments."
+)
+
+
+# Declared before GET /jobs/{job_id}: the OpenAPI lists it first, so a client walking the document in reverse
+# (the fuzz test) cancels a queued job before it watches it.
+@router.get(
+    "/{job_id}/events",
+    response_class=EventSourceResponse,
+    responses={200: {"description": EVENTS}, **responses(404, 503, descriptions=NO_JOB)},
+)
+async def watch_job(
+    request: Request, first: Annotated[jobq.JobView, Depends(_current_view)], queue: QueueDep, settings: SettingsDep
+) -> AsyncIterator[ServerSentEvent]:
+    """The job's progress as Server-Sent Events until it ends (finished, failed or canceled)."""
+    events = job_events(
+        queue,
+        first,
+        poll_s=settings.sse_poll_interval_s,
+        keepalive_s=settings.sse_keepalive_s,
+        disconnected=request.is_disconnected,
+    )
+    async for event in events:
+        yield event
 
 
 @router.get("/{job_id}", responses=responses(404, 503, descriptions=NO_JOB))
