@@ -17,7 +17,7 @@ from rq import Queue
 from models.platform.redisconn import connect
 from models.platform.settings import Settings, get_settings
 from models.platform.store import Store
-from service import errors, shedding
+from service import apidocs, errors, shedding
 from service.batching import DynamicBatcher
 from service.engines.calibration import Preferences
 from service.inference import ModelHolder, choose_providers
@@ -70,6 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Train GANs on small sets of MRI slices; generate labelled synthetic slices.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc: service.apidocs, from vendored assets (no CDN)
+        redoc_url=None,
     )
     app.state.metrics = metrics
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
@@ -80,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(generate.router)
     app.include_router(metrics_router.router)
 
+    apidocs.install(app)
     errors.install(app)  # the HTTP mapping of every error, and the OpenAPI's error statuses
     shedding.install(app)  # last: the outermost middleware answers an overloaded /generate before routing
     return app

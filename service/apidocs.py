@@ -1,0 +1,54 @@
+"""``/docs`` (Swagger UI) and ``/redoc`` (ReDoc) from assets vendored in ``service/static/vendor``.
+
+FastAPI's own pages load their scripts, styles, fonts and favicon from public CDNs, and are blank offline. The app
+is created with ``docs_url=None, redoc_url=None``; ``install(app)`` serves the same pages with every asset from
+``/static/vendor/...`` (versions and licences: ``service/static/vendor/README.md``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+VENDOR_DIR = Path(__file__).resolve().parent / "static" / "vendor"
+VENDOR_URL = "/static/vendor"
+# Swagger UI's options: no validator badge (it would call validator.swagger.io), the defaults FastAPI sets otherwise.
+SWAGGER_PARAMETERS = {"validatorUrl": None, "deepLinking": True, "showExtensions": True, "showCommonExtensions": True}
+
+
+def _prefix(request: Request) -> str:
+    return request.scope.get("root_path", "").rstrip("/")
+
+
+def install(app: FastAPI) -> None:
+    """Serve ``/docs``, ``/redoc`` and their assets on ``app`` (created with ``docs_url=None, redoc_url=None``)."""
+    app.mount(VENDOR_URL, StaticFiles(directory=VENDOR_DIR), name="vendor")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = _prefix(request)
+        assets = f"{root}{VENDOR_URL}/swagger-ui"
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+            swagger_css_url=f"{assets}/swagger-ui.css",
+            swagger_favicon_url=f"{assets}/favicon-32x32.png",
+            oauth2_redirect_url=None,
+            swagger_ui_parameters=SWAGGER_PARAMETERS,
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = _prefix(request)
+        return get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{VENDOR_URL}/redoc/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{VENDOR_URL}/swagger-ui/favicon-32x32.png",
+            with_google_fonts=False,
+        )
