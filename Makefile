@@ -29,7 +29,11 @@ $(TOOLS): $(STAMP)
 	    { $(SUDO) apt-get update -qq && (cd $$tmp && apt-get download -qq prometheus); }; } && \
 	  dpkg-deb --fsys-tarfile $$tmp/prometheus_*.deb | tar -xO ./usr/bin/promtool > $(BIN)/promtool.part && \
 	  chmod +x $(BIN)/promtool.part && mv $(BIN)/promtool.part $(BIN)/promtool && rm -rf $$tmp; }
+	# tests/test_browser.py drives Debian's chromium through Playwright (never `playwright install`).
+	command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 	docker-compose version --short
+	chromium --version 2>/dev/null
 	PATH="$(BIN):$$PATH" promtool --version 2>&1 | head -1
 	touch $@
 

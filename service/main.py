@@ -22,7 +22,7 @@ from service.batching import DynamicBatcher
 from service.engines.calibration import Preferences
 from service.inference import ModelHolder, choose_providers
 from service.metrics import ApiMetrics, RequestMetricsMiddleware
-from service.routers import datasets, generate, health, jobs
+from service.routers import console, datasets, generate, health, jobs, quiz
 from service.routers import metrics as metrics_router
 from service.routers import models as models_router
 
@@ -81,6 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models_router.router)
     app.include_router(generate.router)
     app.include_router(metrics_router.router)
+    app.include_router(quiz.router)
+    app.include_router(console.router)  # the web console at /
 
     apidocs.install(app)
     errors.install(app)  # the HTTP mapping of every error, and the OpenAPI's error statuses

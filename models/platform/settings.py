@@ -132,6 +132,10 @@ class Settings(BaseSettings):
     # ... and the address it listens on: loopback unless a scraper elsewhere needs it (the image: 0.0.0.0).
     worker_metrics_host: str = "127.0.0.1"
 
+    # The blind reader test (/quiz, /models/{version}/quiz/...) shows readers real held-out slices of a model's
+    # dataset beside synthetic ones: a data-access decision, so off unless set (and keyed when keys are set).
+    quiz_enabled: bool = False
+
     @model_validator(mode="after")
     def _check_percentiles(self) -> Settings:
         if self.intensity_low_pct >= self.intensity_high_pct:
