@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -40,7 +41,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
-def quiz_settings(tmp_path: Path, template: Path, redis_url: str, **extra: object) -> Settings:
+def quiz_settings(tmp_path: Path, template: Path, redis_url: str, **extra: Any) -> Settings:
     shutil.copytree(template, tmp_path / "home")
     return Settings(home=tmp_path / "home", redis_url=redis_url, _env_file=None, **extra)  # type: ignore[call-arg]
 
