@@ -20,7 +20,8 @@ Every slice goes unchanged (byte for byte) to ``no/`` (57). The slices at an eve
 ``slice_138``) also go to ``yes/`` with a lesion drawn in. File names are kept, so the number still tells
 the position. The classes are *paired*: each ``yes`` slice's anatomy is also in ``no/``, so the only thing
 that tells the classes apart is the lesion (not the axial level), and a detector (the utility test's
-classifier) must learn the lesion, wherever the grouped split puts each class's held-out slab.
+classifier) must learn the lesion. Both folders are one volume to the grouped split (``models.data.split``:
+the class's folder does not count), so a slice and its twin are held out together.
 
 Lesion (one per ``yes`` slice, 2-D, drawn on the 8-bit slice)
 --------------------------------------------------------------

@@ -197,3 +197,40 @@ def test_a_series_numbered_every_other_slice_keeps_its_gap_in_positions() -> Non
     assert len(h) == 9 and int(dropped.sum()) == 12
     assert np.abs(t[:, None] - h[None, :]).min() == 2 * (GAP + 1)  # 3 stored slices, 6 mm, from any held-out one
     assert runs(h // 2) == [SLAB, SLAB, SLAB]
+
+
+def test_a_volume_filed_by_label_is_one_series_across_class_folders() -> None:
+    """``vol/yes/slice_050.png`` and ``vol/no/slice_052.png``: one volume sorted by label, one group."""
+    files = [f"vol/{c}/slice_{k:03d}.png" for c, k in [("no", 0), ("yes", 2), ("no", 4), ("yes", 6), ("no", 8)]]
+    classes = [f.split("/")[1] for f in files]
+    sources = image_sources(files, [(64, 64)] * len(files), classes)
+    assert len({s.group for s in sources}) == 1
+    assert [s.position for s in sources] == [0, 2, 4, 6, 8]
+    # without the classes, the class folders are different folders: no group spans them (as before)
+    apart = image_sources(files, [(64, 64)] * len(files))
+    assert not {s.group for s, c in zip(apart, classes) if c == "no"} & {
+        s.group for s, c in zip(apart, classes) if c == "yes"
+    }
+
+
+@pytest.mark.parametrize("paired", [True, False])
+def test_a_volume_filed_by_label_holds_out_the_same_slabs_for_every_class(paired: bool) -> None:
+    """No class trains on a slice beside another class's held-out slice; a slice and its labelled copy (the
+    labelled demo's pairs) fall on one side."""
+    m = 57
+    if paired:  # every slice in no/, every other one again in yes/ (with a lesion)
+        rows = [("no", k) for k in range(m)] + [("yes", k) for k in range(0, m, 2)]
+    else:  # every third slice in yes/, the others in no/
+        rows = [("yes" if k % 3 == 0 else "no", k) for k in range(m)]
+    files = [f"vol/{c}/slice_{k:03d}.png" for c, k in rows]
+    labels = np.asarray([c == "yes" for c, _ in rows], dtype=np.int64)
+    sources = image_sources(files, [(64, 64)] * len(files), [c for c, _ in rows])
+    for seed in range(5):
+        held, dropped = grouped_split(labels, sources, 0.15, seed)
+        position = np.asarray([k for _, k in rows])
+        held_at, train_at = position[held], position[~held & ~dropped]
+        assert len(held_at) and all(np.any(held & (labels == c)) for c in (0, 1))  # both classes hold some out
+        assert all(np.any(~held & ~dropped & (labels == c)) for c in (0, 1))  # and train on some
+        assert np.abs(train_at[:, None] - held_at[None, :]).min() > GAP  # every class's training slices are far
+        for k in set(held_at.tolist()):
+            assert held[position == k].all()  # a held-out position is held out in every class

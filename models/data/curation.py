@@ -152,7 +152,11 @@ class RowWriter:
     def _grouped_sources(self) -> list[Source]:
         """Every row's group: its volume or series, or (image files) its numbered series or the file itself."""
         images = [i for i, s in enumerate(self._sources) if s is None]
-        grouped = image_sources([self._files[i] for i in images], [(self._widths[i], self._heights[i]) for i in images])
+        grouped = image_sources(
+            [self._files[i] for i in images],
+            [(self._widths[i], self._heights[i]) for i in images],
+            [self._classes[i] for i in images],
+        )
         sources = list(self._sources)
         for i, source in zip(images, grouped, strict=True):
             sources[i] = source

@@ -26,7 +26,12 @@ Per class (``grouped_split``), about ``fraction`` of the class's images are held
   evenly spaced blocks would leave no training slice between them; a group too small to keep a
   training slice beyond the gap holds nothing out.
 
-Every class keeps training images. The same inputs and seed always give the same split (row order
+A volume filed by label (``vol/yes/slice_050.png``, ``vol/no/slice_052.png``: one numbered series once the
+class's folder is left out) holds rows of several classes; such groups are split together, as one extra
+stratum, at their **positions** (rows at one position, e.g. a slice and its labelled copy, always fall on
+the same side), so no class trains on a neighbour of another class's held-out slice.
+
+Every class keeps training images (mixed groups: the stratum does). The same inputs and seed always give the same split (row order
 inside a class does not matter, class ids are visited in sorted order). Memory: one ``Source`` per
 row and two bool masks. Torch-free.
 """
@@ -60,15 +65,20 @@ class Source:
     position: int = 0
 
 
-def image_sources(files: list[str], sizes: list[tuple[int, int]]) -> list[Source]:
+def image_sources(files: list[str], sizes: list[tuple[int, int]], classes: list[str] | None = None) -> list[Source]:
     """Groups of image files: a numbered series of one folder, stem, suffix and original size (``MIN_SERIES``
-    files at least) is one group ordered by its number; any other file is a group of its own."""
+    files at least) is one group ordered by its number; any other file is a group of its own.
+
+    With ``classes`` (each file's class), the class's folder is left out of the series' folder: ``vol/yes/
+    slice_050.png`` and ``vol/no/slice_052.png`` are slices of one volume sorted by label, so one series (the
+    split then holds out the same slabs of it for every class: ``grouped_split``)."""
     keys: list[tuple[str, str, str, tuple[int, int]] | None] = []
     numbers: list[int] = []
-    for file, size in zip(files, sizes, strict=True):
+    for k, (file, size) in enumerate(zip(files, sizes, strict=True)):
         path = PurePosixPath(file)
         m = _NUMBERED.match(path.stem)
-        keys.append((str(path.parent), m.group("stem"), path.suffix.lower(), size) if m else None)
+        folder = _series_folder(path, classes[k] if classes is not None else None)
+        keys.append((folder, m.group("stem"), path.suffix.lower(), size) if m else None)
         numbers.append(int(m.group("number")) if m else 0)
     members: dict[tuple[str, str, str, tuple[int, int]], int] = defaultdict(int)
     for key in keys:
@@ -87,17 +97,31 @@ def image_sources(files: list[str], sizes: list[tuple[int, int]]) -> list[Source
     return sources
 
 
+def _series_folder(path: PurePosixPath, class_name: str | None) -> str:
+    """The series' folder: the file's, less the class's folder component (``*`` in its place) when it has one."""
+    parts = path.parent.parts
+    if class_name is not None and class_name in parts:
+        at = parts.index(class_name)
+        return str(PurePosixPath(*parts[:at], "*", *parts[at + 1 :]))
+    return str(path.parent)
+
+
 def grouped_split(
     labels: np.ndarray, sources: list[Source], fraction: float, seed: int, slab: int = SLAB, gap: int = GAP
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(held, dropped)``, bool ``[N]`` masks: the held-out rows, and the rows kept on neither side."""
+    """``(held, dropped)``, bool ``[N]`` masks: the held-out rows, and the rows kept on neither side.
+
+    Groups that hold rows of several classes (one volume's slices filed by label) are split once, together:
+    their rows form one pseudo-class, split like a class, so a held-out slab holds every class's slices at
+    its positions and no class trains on a neighbour of another class's held-out slice."""
     if len(sources) != len(labels):
         raise ValueError(f"{len(labels)} labels but {len(sources)} sources")
     rng = np.random.default_rng(seed)
     held = np.zeros(len(labels), dtype=bool)
     dropped = np.zeros(len(labels), dtype=bool)
-    for class_id in np.unique(labels):  # sorted: the draws do not depend on row order across classes
-        rows = np.flatnonzero(labels == class_id)
+    strata = _strata(labels, sources)
+    for stratum in np.unique(strata):  # sorted: the draws do not depend on row order across classes
+        rows = np.flatnonzero(strata == stratum)
         groups: dict[str, list[int]] = defaultdict(list)
         for row in rows:
             groups[sources[row].group].append(int(row))
@@ -110,13 +134,26 @@ def grouped_split(
                 held[groups[name]] = True
             continue
         for name in sorted(groups):
-            ordered = sorted(groups[name], key=lambda r: (sources[r].position, r))
-            marks = _slab_marks(len(ordered), fraction, slab, gap, rng)
+            positions = sorted({sources[r].position for r in groups[name]})  # rows at one position go together
+            marks = _slab_marks(len(positions), fraction, slab, gap, rng)
             if marks is not None:
-                index = np.asarray(ordered)
-                held[index[marks == _HELD]] = True
-                dropped[index[marks == _DROPPED]] = True
+                mark_at = dict(zip(positions, marks.tolist(), strict=True))
+                index = np.asarray(groups[name])
+                row_marks = np.asarray([mark_at[sources[r].position] for r in groups[name]])
+                held[index[row_marks == _HELD]] = True
+                dropped[index[row_marks == _DROPPED]] = True
     return held, dropped
+
+
+def _strata(labels: np.ndarray, sources: list[Source]) -> np.ndarray:
+    """What the split stratifies on: the class, or ``-1`` for rows of a group that spans several classes."""
+    classes_of: dict[str, set[int]] = defaultdict(set)
+    for label, source in zip(labels.tolist(), sources, strict=True):
+        classes_of[source.group].add(label)
+    mixed = {group for group, found in classes_of.items() if len(found) > 1}
+    if not mixed:
+        return labels
+    return np.asarray([-1 if s.group in mixed else int(c) for c, s in zip(labels.tolist(), sources, strict=True)])
 
 
 def _whole_groups(groups: dict[str, list[int]], target: int, rng: np.random.Generator) -> list[str]:
