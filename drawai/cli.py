@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from drawai.cli_client import add_commands
 from models.platform.settings import Settings, get_settings
 
 
@@ -330,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--url", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     ls = actions.add_parser("list", help="list the datasets")
     ls.add_argument("--url", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    add_commands(sub)  # train, jobs, jobs watch, models, generate (drawai.cli_client, over drawai.client)
 
     args = parser.parse_args(argv)
     _logging(args.log_level)
