@@ -67,7 +67,7 @@ def test_train_watch_jobs_models_generate(api_url: str, settings: Settings, stor
     assert gen.returncode == 0, gen.stderr
     files = sorted(out.glob("*.png"))
     assert [f.name for f in files] == [f"synthetic_v1_seed{s}.png" for s in (5, 6, 7)]
-    assert [Image.open(f).text["Seed"] for f in files] == ["5", "6", "7"]  # the server's PNGs, provenance kept
+    assert [Image.open(f).info["Seed"] for f in files] == ["5", "6", "7"]  # the server's PNGs, provenance kept
 
 
 def test_watch_exits_nonzero_for_canceled_and_unknown_jobs(api_url: str, store: Store) -> None:
