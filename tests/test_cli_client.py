@@ -20,6 +20,7 @@ from models.platform.store import Store
 from tests.conftest import blobs, publish_tiny_conditional_model, put_dataset, spawn_worker
 from tests.live import serve
 
+TINY = {"architecture": "dcgan", "image_size": 32, "width": 8, "latent_dim": 16, "batch_size": 8, "seed": 1}
 TINY_FIELDS = ["architecture=dcgan", "image_size=32", "width=8", "latent_dim=16", "batch_size=8", "epochs=1", "seed=1"]
 
 
@@ -80,6 +81,17 @@ def test_watch_exits_nonzero_for_canceled_and_unknown_jobs(api_url: str, store: 
     assert r.returncode == 1 and "HTTP 404" in r.stderr and "nope" in r.stderr
     r = drawai(api_url, "train", "ds-000000000000")
     assert r.returncode == 1 and "HTTP 404" in r.stderr
+
+
+def test_watch_exits_nonzero_for_a_failed_job(settings: Settings, store: Store) -> None:
+    ds = put_dataset(store, blobs(16))
+    with serve(settings.model_copy(update={"job_retries": 0})) as url:
+        job = httpx.post(f"{url}/jobs/train", json={"dataset": ds.id, "epochs": 1, **TINY}).json()
+        store.delete_dataset(ds.id)  # behind the API's back: the worker cannot load it, the job fails
+        finish = spawn_worker(settings).wait(timeout=240)
+        assert finish == 0
+        r = drawai(url, "jobs", "watch", job["id"])
+    assert r.returncode == 1 and f"job {job['id']} failed" in r.stderr
 
 
 def test_generate_conditional_and_empty_lists(settings: Settings, store: Store, tmp_path: Path) -> None:

@@ -131,3 +131,19 @@ def test_redis_down_mid_stream_ends_with_an_error_event(tmp_path: Path, own_redi
         assert "Redis" in json.loads(rest[0].data)["detail"]
         r = http.get(f"/jobs/{job['id']}/events")  # Redis still down: refused before a stream starts
         assert r.status_code == 503 and "detail" in r.json()
+
+
+def events_answered(http: httpx.Client) -> bool:
+    """Whether the app has counted a finished request of the events route (the middleware counts it at its end)."""
+    text = http.get("/metrics").text
+    return 'drawai_http_requests_total{method="GET",route="/jobs/{job_id}/events",status="200"} 1.0' in text
+
+
+def test_client_disconnect_ends_the_stream(http: httpx.Client, store: Store) -> None:
+    job = submit(http, store, epochs=1)  # queued, no worker: the stream would go on for ever
+    with connect_sse(http, "GET", f"/jobs/{job['id']}/events") as source:
+        stream = source.iter_sse()  # held: dropping the generator would close the connection at once
+        assert next(stream).event == "progress"
+        assert not events_answered(http)  # still streaming
+    # The connection is closed: the server notices, stops reading the job from Redis and ends the request.
+    wait_for(lambda: events_answered(http), 30, "the server to end the stream of a client that left")
