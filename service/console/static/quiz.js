@@ -15,9 +15,9 @@
       return;
     }
     position = state.next;
-    $("#q-pos").textContent = state.answered + 1;
     const q = new URLSearchParams({ reader });
     await image($("#q-image"), base() + "/items/" + position + ".png?" + q);
+    $("#q-pos").textContent = state.answered + 1;  // once the slice is there: answers before it are ignored
     $("#q-board").hidden = false;
     $("#q-board").dataset.position = position;
   }
