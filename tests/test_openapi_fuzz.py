@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import hypothesis
+import numpy as np
 import pytest
 import schemathesis
 import uvicorn
@@ -117,6 +118,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[L
         import_dir=imports,
         max_count=64,
         eval_synthetic_count=16,
+        quiz_enabled=True,  # the reader test's routes answer (they are off by default)
         _env_file=None,  # type: ignore[call-arg]
     )
     store = Store(settings.home).ensure()
@@ -125,6 +127,9 @@ def live(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[L
     real = RealImages(blobs(12, size=64), "held-out split")
     folder = store.model_dir(reported)
     evaluate(folder, folder, real, EvalConfig(synthetic_count=16, metrics=METRICS))
+    heldout = np.zeros(16, bool)  # the reader test of `reported` shows 4 held-out slices of its dataset
+    heldout[-4:] = True
+    np.save(store.dataset_dir(store.get_manifest(reported).dataset) / "split.npy", heldout)
     dataset = put_dataset(store, blobs(12), name="fuzz")
     pristine = root / "pristine"
     shutil.copytree(store.dataset_dir(dataset.id), pristine)
