@@ -20,7 +20,16 @@ from pydantic import SecretStr
 from drawai.client import AsyncClient, Client, DrawAIError, RetryPolicy
 from models.platform.settings import Settings
 from models.platform.store import Store
-from tests.conftest import publish_tiny_conditional_model, publish_tiny_model, spawn_worker, wait_for
+from tests.conftest import (
+    RedisServer,
+    blobs,
+    own_settings,
+    publish_tiny_conditional_model,
+    publish_tiny_model,
+    put_dataset,
+    spawn_worker,
+    wait_for,
+)
 from tests.live import serve
 
 TINY: dict[str, Any] = {
@@ -214,9 +223,8 @@ def test_async_client(settings: Settings, store: Store, demo_zip: bytes) -> None
                 io.BytesIO(demo_zip), filename="mni.zip", progress=lambda s, t: seen.append(s)
             )
             assert seen[-1] == len(demo_zip) and ds.images > 0
-            assert [d.id async for d in api.datasets.iter(page_size=1)] == sorted(
-                [d.id for d in (await api.datasets.list()).data]
-            )
+            paged = [d.id async for d in api.datasets.iter(page_size=1)]  # two pages of one
+            assert paged == [d.id for d in (await api.datasets.list()).data] and len(paged) == 2
             job = await api.jobs.train(ds.id, epochs=1, **TINY)
             assert (await api.jobs.cancel(job.id)).status == "canceled"  # queued: canceled at once
             events = [e async for e in api.jobs.watch(job.id)]
@@ -232,3 +240,36 @@ def test_async_client(settings: Settings, store: Store, demo_zip: bytes) -> None
 
     with serve(settings) as url:
         asyncio.run(run(url))
+
+
+def test_watch_reopens_a_broken_stream(tmp_path: Path, own_redis: RedisServer) -> None:
+    """Redis stops mid-watch (the server sends an ``error`` event): the watch reopens the stream once Redis is back,
+    without repeating the state already seen; with Redis still down, it gives up with a 503."""
+    settings, store = own_settings(tmp_path, own_redis)
+    ds = put_dataset(store, blobs(16))
+    with serve(settings) as url, Client(url, retry=RetryPolicy(backoff_s=0.01)) as api:
+        job = api.jobs.train(ds.id, epochs=1, **TINY)
+        breaks: list[float] = []
+
+        def redis_back_and_cancel(wait: float) -> None:  # the client's pause before it reopens the stream
+            breaks.append(wait)
+            if len(breaks) == 1:
+                own_redis.start()
+                with Client(url) as other:
+                    assert other.jobs.cancel(job.id).status == "canceled"
+
+        api.sleep = redis_back_and_cancel
+        events = []
+        for event in api.jobs.watch(job.id):
+            events.append(event)
+            if len(events) == 1:
+                own_redis.stop()  # the server's next read fails: an "error" event ends its stream
+        assert [(e.event, e.job.status) for e in events] == [("progress", "queued"), ("progress", "canceled"),
+                                                             ("end", "canceled")]  # fmt: skip
+        assert breaks[0] == 0.01
+        job = api.jobs.train(ds.id, epochs=1, **TINY)
+        api.sleep = lambda wait: None
+        with pytest.raises(DrawAIError) as err:
+            for _ in api.jobs.watch(job.id):
+                own_redis.stop()
+        assert err.value.status == 503 and "Redis" in err.value.detail

@@ -15,11 +15,11 @@ from drawai.client._base import (
     TIMEOUT,
     As,
     Call,
-    DrawAIError,
     Generated,
     JobEvent,
     Labels,
     Progress,
+    Reconnects,
     RetryPolicy,
     Source,
     StreamBroken,
@@ -129,20 +129,17 @@ class AsyncClient:
 
     async def watch_job(self, job_id: str) -> AsyncIterator[JobEvent]:
         """The job's events until ``end``; a broken stream is reopened as ``retry`` allows."""
-        breaks = 0
+        state = Reconnects(self.retry, self.base_url)
         while True:
             try:
                 async for event in self._stream(job_id):
-                    yield event
+                    if state.fresh(event):
+                        yield event
                     if event.event == "end":
                         return
                 raise StreamBroken("the event stream closed before the job ended")
             except (StreamBroken, httpx.TransportError) as exc:
-                breaks += 1
-                if breaks >= self.retry.attempts:
-                    detail = exc.detail if isinstance(exc, StreamBroken) else transport_error(exc, self.base_url).detail
-                    raise DrawAIError(503 if isinstance(exc, StreamBroken) else None, detail) from None
-                await self.sleep(self.retry.backoff_s * 2 ** (breaks - 1))
+                await self.sleep(state.broke(exc))
 
     async def _stream(self, job_id: str) -> AsyncIterator[JobEvent]:
         from httpx_sse import aconnect_sse

@@ -345,6 +345,35 @@ class StreamBroken(Exception):
         self.detail = detail
 
 
+class Reconnects:
+    """A watch's bookkeeping across broken streams: a reopened stream starts with the job's current state, which
+    is not passed on again when the watcher has seen it; the count of breaks in a row (reset when the job moves on)
+    is bounded by the retry policy."""
+
+    def __init__(self, policy: RetryPolicy, base_url: str) -> None:
+        self.policy, self.base_url = policy, base_url
+        self.breaks = 0
+        self.last: JobView | None = None
+
+    def fresh(self, event: JobEvent) -> bool:
+        """Whether to pass ``event`` on (not the repeat of a known state that opens a reopened stream)."""
+        if event.event == "progress" and event.job == self.last:
+            return False
+        if event.job != self.last:
+            self.breaks = 0
+        self.last = event.job
+        return True
+
+    def broke(self, exc: StreamBroken | httpx.TransportError) -> float:
+        """The wait before reopening the stream; ``DrawAIError`` once the policy's attempts are spent."""
+        self.breaks += 1
+        if self.breaks >= self.policy.attempts:
+            if isinstance(exc, StreamBroken):
+                raise DrawAIError(503, exc.detail) from None
+            raise transport_error(exc, self.base_url) from None
+        return min(self.policy.backoff_s * 2 ** (self.breaks - 1), self.policy.max_wait_s)
+
+
 def job_event(event: str, data: str, event_id: str | None) -> JobEvent:
     """A parsed event; ``StreamBroken`` for an ``error`` event (Redis failed while the server watched the job)."""
     if event == "error":

@@ -15,11 +15,11 @@ from drawai.client._base import (
     TIMEOUT,
     As,
     Call,
-    DrawAIError,
     Generated,
     JobEvent,
     Labels,
     Progress,
+    Reconnects,
     RetryPolicy,
     Source,
     StreamBroken,
@@ -131,22 +131,19 @@ class Client:
         return self.send(generate_call(count, seed, label, labels, model, as_))
 
     def watch_job(self, job_id: str) -> Iterator[JobEvent]:
-        """The job's events (``GET /jobs/{id}/events``) until ``end``; a broken stream is reopened as ``retry``
-        allows (the new stream starts with the current state)."""
-        breaks = 0
+        """The job's events (``GET /jobs/{id}/events``) until ``end``. A broken stream (dropped connection, Redis
+        failing on the server) is reopened as ``retry`` allows; the state it starts with is not repeated."""
+        state = Reconnects(self.retry, self.base_url)
         while True:
             try:
                 for event in self._stream(job_id):
-                    yield event
+                    if state.fresh(event):
+                        yield event
                     if event.event == "end":
                         return
                 raise StreamBroken("the event stream closed before the job ended")
             except (StreamBroken, httpx.TransportError) as exc:
-                breaks += 1
-                if breaks >= self.retry.attempts:
-                    detail = exc.detail if isinstance(exc, StreamBroken) else transport_error(exc, self.base_url).detail
-                    raise DrawAIError(503 if isinstance(exc, StreamBroken) else None, detail) from None
-                self.sleep(self.retry.backoff_s * 2 ** (breaks - 1))
+                self.sleep(state.broke(exc))
 
     def _stream(self, job_id: str) -> Iterator[JobEvent]:
         from httpx_sse import connect_sse
