@@ -18,6 +18,14 @@ VENDOR_DIR = Path(__file__).resolve().parent / "static" / "vendor"
 VENDOR_URL = "/static/vendor"
 # Swagger UI's options: no validator badge (it would call validator.swagger.io), the defaults FastAPI sets otherwise.
 SWAGGER_PARAMETERS = {"validatorUrl": None, "deepLinking": True, "showExtensions": True, "showCommonExtensions": True}
+# The pages may load nothing from another host: ReDoc's footer <img> of cdn.redoc.ly, hard-coded in its bundle, is
+# refused by the browser (the image hides itself when it fails). Inline scripts and styles: FastAPI's page and the
+# bundles' own; blob: workers: ReDoc's search.
+CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; "
+    "object-src 'none'; base-uri 'self'; frame-ancestors 'self'"
+)
 
 
 def _prefix(request: Request) -> str:
@@ -32,7 +40,7 @@ def install(app: FastAPI) -> None:
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = _prefix(request)
         assets = f"{root}{VENDOR_URL}/swagger-ui"
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url=f"{root}{app.openapi_url}",
             title=f"{app.title} - Swagger UI",
             swagger_js_url=f"{assets}/swagger-ui-bundle.js",
@@ -41,14 +49,18 @@ def install(app: FastAPI) -> None:
             oauth2_redirect_url=None,
             swagger_ui_parameters=SWAGGER_PARAMETERS,
         )
+        page.headers["Content-Security-Policy"] = CSP
+        return page
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
         root = _prefix(request)
-        return get_redoc_html(
+        page = get_redoc_html(
             openapi_url=f"{root}{app.openapi_url}",
             title=f"{app.title} - ReDoc",
             redoc_js_url=f"{root}{VENDOR_URL}/redoc/redoc.standalone.js",
             redoc_favicon_url=f"{root}{VENDOR_URL}/swagger-ui/favicon-32x32.png",
             with_google_fonts=False,
         )
+        page.headers["Content-Security-Policy"] = CSP
+        return page
