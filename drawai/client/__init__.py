@@ -14,7 +14,9 @@ Results are the API's own pydantic models (``DatasetInfo``, ``JobView``, ``Model
 """
 
 from drawai.client._async import AsyncClient
-from drawai.client._base import DrawAIError, Generated, JobEvent, RetryPolicy
+from drawai.client._base import DrawAIError, RetryPolicy
+from drawai.client._events import JobEvent
+from drawai.client._generate import Generated
 from drawai.client._sync import Client
 
 __all__ = ["AsyncClient", "Client", "DrawAIError", "Generated", "JobEvent", "RetryPolicy"]

@@ -13,24 +13,28 @@ from drawai.client._base import (
     PAGE_SIZE,
     STREAM_TIMEOUT,
     TIMEOUT,
-    As,
     Call,
-    Generated,
-    JobEvent,
-    Labels,
     Progress,
-    Reconnects,
     RetryPolicy,
     Source,
-    StreamBroken,
     auth_headers,
     error_of,
-    generate_call,
-    job_event,
     job_path,
     resolve_url,
     transport_error,
     upload_file,
+)
+from drawai.client._events import (
+    JobEvent,
+    Reconnects,
+    StreamBroken,
+    job_event,
+)
+from drawai.client._generate import (
+    As,
+    Generated,
+    Labels,
+    generate_call,
 )
 from models.platform.schemas import DatasetInfo
 from models.report.schema import QualityReport

@@ -1,29 +1,26 @@
-"""What the sync and async clients share: configuration, errors, retries, requests as data, result parsing.
+"""What the sync and async clients share: configuration, errors, retries, requests as data, streamed uploads.
 
 Each API call is described once as a ``Call`` (method, path, parameters, body, how to read the answer); ``Client``
-and ``AsyncClient`` only send it. Answers are parsed into the API's own pydantic models.
+and ``AsyncClient`` only send it. Answers are parsed into the API's own pydantic models (``_generate``: images;
+``_events``: a watched job).
 """
 
 from __future__ import annotations
 
-import base64
 import email.utils
 import io
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Generic, Literal, TypeVar, cast
-from urllib.parse import unquote
+from typing import IO, Any, BinaryIO, Generic, TypeVar, cast
 
 import httpx
-import numpy as np
 from pydantic import BaseModel
 
 from service.paging import Page
-from service.queue import JobView
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -37,9 +34,6 @@ TIMEOUT = httpx.Timeout(30.0, read=3600.0)
 STREAM_TIMEOUT = httpx.Timeout(30.0, read=120.0)
 RETRY_STATUSES = frozenset({429, 503})
 PAGE_SIZE = 500
-
-Labels = str | Mapping[str, int] | None  # "yes:48,no:16" or {"yes": 48, "no": 16}
-As = Literal["pil", "numpy"]
 
 
 class DrawAIError(Exception):
@@ -225,158 +219,8 @@ def _length(f: IO[bytes]) -> int:
         return length
 
 
-def labels_param(labels: Labels) -> str | None:
-    if labels is None or isinstance(labels, str):
-        return labels
-    return ",".join(f"{name}:{n}" for name, n in labels.items())
-
-
-def classes_of(header: str | None) -> list[str] | None:
-    """``X-DrawAI-Classes`` (``yes:48,no:16``, names percent-encoded) as one class name per image."""
-    if not header:
-        return None
-    out: list[str] = []
-    for item in header.split(","):
-        name, _, n = item.rpartition(":")
-        out.extend([unquote(name)] * int(n))
-    return out
-
-
-@dataclass
-class Generated:
-    """``generate``'s answer: the images (PIL images, or a float32 ``[N, 1, H, W]`` array in ``[-1, 1]``), each
-    image's seed and class (None for an unconditional model), and what drew them. With ``as_="pil"``, ``pngs``
-    holds the server's PNG files (with their provenance text chunks) and ``files`` their names."""
-
-    images: Any
-    seeds: list[int]
-    labels: list[str] | None
-    model_version: str
-    engine: str | None = None
-    precision: str | None = None
-    pngs: list[bytes] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.seeds)
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.images)
-
-
-def generate_call(
-    count: int | None, seed: int | None, label: str | None, labels: Labels, model_: str | None, as_: As
-) -> Call[Generated]:
-    if as_ not in ("pil", "numpy"):
-        raise ValueError(f"as_ must be 'pil' or 'numpy', not {as_!r}")
-    params = {
-        "count": count,
-        "seed": seed,
-        "label": label,
-        "labels": labels_param(labels),
-        "model": model_,
-        "format": "json" if as_ == "pil" else "npy",
-    }
-    return Call("POST", "/generate", _from_json if as_ == "pil" else _from_npy, params=params)
-
-
-def _from_json(r: httpx.Response) -> Generated:
-    from PIL import Image
-
-    body = r.json()
-    entries = body["images"]
-    pngs = [base64.b64decode(e["png_base64"]) for e in entries]
-    images = [Image.open(io.BytesIO(b)) for b in pngs]
-    for image in images:
-        image.load()
-    labels = [e["class"] for e in entries] if entries and "class" in entries[0] else None
-    return Generated(
-        images,
-        [int(e["seed"]) for e in entries],
-        labels,
-        body["model_version"],
-        body.get("engine"),
-        body.get("precision"),
-        pngs,
-        [e["file"] for e in entries],
-    )
-
-
-def _from_npy(r: httpx.Response) -> Generated:
-    array = np.load(io.BytesIO(r.content), allow_pickle=False)
-    first = int(r.headers["x-drawai-seed"])
-    seeds = list(range(first, first + len(array)))
-    return Generated(
-        array,
-        seeds,
-        classes_of(r.headers.get("x-drawai-classes")),
-        r.headers["x-drawai-model-version"],
-        r.headers.get("x-drawai-engine"),
-        r.headers.get("x-drawai-precision"),
-    )
-
-
 def train_body(dataset: str, preset: str | None, fields: Mapping[str, Any]) -> dict[str, Any]:
     body = {"dataset": dataset, **fields}
     if preset is not None:
         body["preset"] = preset
     return body
-
-
-@dataclass
-class JobEvent:
-    """One event of ``GET /jobs/{id}/events``: ``event`` is ``progress``, ``phase`` or ``end`` (the last one), ``id``
-    its number in its stream (from 1; a reconnected watch starts a new stream), ``job`` the job's view then."""
-
-    event: str
-    id: int
-    job: JobView
-
-    @property
-    def progress(self) -> dict[str, Any]:
-        return self.job.progress or {}
-
-
-class StreamBroken(Exception):
-    """The event stream ended without ``end`` (an ``error`` event, or the connection dropped): reconnect."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
-
-
-class Reconnects:
-    """A watch's bookkeeping across broken streams: a reopened stream starts with the job's current state, which
-    is not passed on again when the watcher has seen it; the count of breaks in a row (reset when the job moves on)
-    is bounded by the retry policy."""
-
-    def __init__(self, policy: RetryPolicy, base_url: str) -> None:
-        self.policy, self.base_url = policy, base_url
-        self.breaks = 0
-        self.last: JobView | None = None
-
-    def fresh(self, event: JobEvent) -> bool:
-        """Whether to pass ``event`` on (not the repeat of a known state that opens a reopened stream)."""
-        if event.event == "progress" and event.job == self.last:
-            return False
-        if event.job != self.last:
-            self.breaks = 0
-        self.last = event.job
-        return True
-
-    def broke(self, exc: StreamBroken | httpx.TransportError) -> float:
-        """The wait before reopening the stream; ``DrawAIError`` once the policy's attempts are spent."""
-        self.breaks += 1
-        if self.breaks >= self.policy.attempts:
-            if isinstance(exc, StreamBroken):
-                raise DrawAIError(503, exc.detail) from None
-            raise transport_error(exc, self.base_url) from None
-        return min(self.policy.backoff_s * 2 ** (self.breaks - 1), self.policy.max_wait_s)
-
-
-def job_event(event: str, data: str, event_id: str | None) -> JobEvent:
-    """A parsed event; ``StreamBroken`` for an ``error`` event (Redis failed while the server watched the job)."""
-    if event == "error":
-        body = json.loads(data)
-        raise StreamBroken(str(body.get("detail", body)) if isinstance(body, dict) else str(body))
-    return JobEvent(event, int(event_id or 0), JobView.model_validate_json(data))
