@@ -208,8 +208,8 @@ def test_a_volume_filed_by_label_is_one_series_across_class_folders() -> None:
     assert [s.position for s in sources] == [0, 2, 4, 6, 8]
     # without the classes, the class folders are different folders: no group spans them (as before)
     apart = image_sources(files, [(64, 64)] * len(files))
-    assert not {s.group for s, c in zip(apart, classes) if c == "no"} & {
-        s.group for s, c in zip(apart, classes) if c == "yes"
+    assert not {s.group for s, c in zip(apart, classes, strict=True) if c == "no"} & {
+        s.group for s, c in zip(apart, classes, strict=True) if c == "yes"
     }
 
 

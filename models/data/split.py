@@ -31,9 +31,9 @@ class's folder is left out) holds rows of several classes; such groups are split
 stratum, at their **positions** (rows at one position, e.g. a slice and its labelled copy, always fall on
 the same side), so no class trains on a neighbour of another class's held-out slice.
 
-Every class keeps training images (mixed groups: the stratum does). The same inputs and seed always give the same split (row order
-inside a class does not matter, class ids are visited in sorted order). Memory: one ``Source`` per
-row and two bool masks. Torch-free.
+Every class keeps training images (mixed groups: the stratum does). The same inputs and seed always give
+the same split (row order inside a class does not matter, class ids are visited in sorted order).
+Memory: one ``Source`` per row and two bool masks. Torch-free.
 """
 
 from __future__ import annotations
