@@ -56,6 +56,7 @@
     body.replaceChildren();
     for (const s of ds.skipped) body.append(el("tr", {}, el("td", {}, s.file || s.name || ""), el("td", {}, s.reason || JSON.stringify(s))));
     $("#skipped-count").textContent = ds.skipped.length;
+    $("#skipped-box").open = ds.skipped.length > 0 && ds.skipped.length <= 5;  // a long list stays folded
     $("#report-train").href = "/console/training?dataset=" + encodeURIComponent(ds.id);
     image($("#report-preview"), "/datasets/" + encodeURIComponent(ds.id) + "/preview.png?per_class=8");
   }
