@@ -21,6 +21,7 @@ venv: $(STAMP)
 # The deployment checks (tests/test_deploy.py) validate the compose files with Debian's docker-compose and
 # docker/prometheus.yml with promtool. promtool is taken out of Debian's prometheus package into .venv/bin
 # rather than installing that package, whose maintainer scripts would start a Prometheus server.
+# tests/test_browser.py drives Debian's chromium through Playwright (never `playwright install`: no browser download).
 $(TOOLS): $(STAMP)
 	command -v docker-compose >/dev/null || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; }
@@ -29,7 +30,6 @@ $(TOOLS): $(STAMP)
 	    { $(SUDO) apt-get update -qq && (cd $$tmp && apt-get download -qq prometheus); }; } && \
 	  dpkg-deb --fsys-tarfile $$tmp/prometheus_*.deb | tar -xO ./usr/bin/promtool > $(BIN)/promtool.part && \
 	  chmod +x $(BIN)/promtool.part && mv $(BIN)/promtool.part $(BIN)/promtool && rm -rf $$tmp; }
-	# tests/test_browser.py drives Debian's chromium through Playwright (never `playwright install`).
 	command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 	docker-compose version --short
