@@ -21,7 +21,7 @@ from scipy.stats import binomtest
 from models.platform.quiz_store import QuizStore, quiz_pool, reader_digest, reader_order, wilson
 from models.platform.settings import Settings
 from models.platform.store import Store
-from tests.conftest import publish_tiny_model
+from tests.conftest import publish_tiny_conditional_model, publish_tiny_model
 from tests.live import serve
 
 HELDOUT = 4  # the model's dataset holds out its last 4 of 16 slices: a quiz of 4 real and 4 synthetic slices
@@ -203,3 +203,32 @@ def test_concurrent_answers_not_lost(tmp_path: Path, template: Path, redis_url: 
         assert [a.position for a in QuizStore(store, "v1").answers(reader)] == list(range(8))
     leftovers = [p for p in (settings.home / "models" / "v1" / "quiz").rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
+
+
+def test_conditional_model_draws_the_real_slices_classes(
+    tmp_path: Path, redis_url: str, redis: Redis, store: Store
+) -> None:
+    """A conditional model's synthetic slices are of the classes of the real ones shown beside them."""
+    from service.main import create_app
+
+    version = publish_tiny_conditional_model(store)
+    dataset = store.get_manifest(version).dataset
+    heldout = np.zeros(24, bool)
+    heldout[[0, 1, 4, 7]] = True  # classes no, yes, yes, yes (every third image is "yes")
+    np.save(store.dataset_dir(dataset) / "split.npy", heldout)
+    settings = Settings(home=store.home, redis_url=redis_url, quiz_enabled=True, _env_file=None)  # type: ignore[call-arg]
+    with TestClient(create_app(settings)) as c:
+        assert c.get(f"/models/{version}/quiz", params={"reader": "ann"}).json()["total"] == 8
+        answer = {"reader": "ann", "answer": "real"}
+        for position in range(8):
+            r = c.post(f"/models/{version}/quiz/answers", json={**answer, "position": position})
+            assert r.status_code == 201
+        fooled = c.get(f"/models/{version}/quiz/results").json()["fooled"]
+        assert sorted(f["label"] for f in fooled) == ["no", "yes", "yes", "yes"]
+        order = [i.id for i in reader_order(quiz_pool(version, np.array([0, 1, 1, 1]), ["no", "yes"]), version, "ann")]
+        for f in fooled:
+            slide = c.get(f"/models/{version}/quiz/items/{order.index(f['item'])}.png", params={"reader": "ann"})
+            params = {"model": version, "seed": f["seed"], "label": f["label"], "format": "png"}
+            drawn = c.post("/generate", params=params)
+            assert np.array_equal(np.asarray(Image.open(io.BytesIO(slide.content))),
+                                  np.asarray(Image.open(io.BytesIO(drawn.content))))  # fmt: skip
