@@ -104,6 +104,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
     "dcgan-wgan-gp-ema": {"preset": "quick", "architecture": "dcgan", "loss": "wgan-gp"},
     "fastgan-r1": {"preset": "quick", "r1_gamma": 0.1},
+    # the quick preset with mode seeking (Mao et al. 2019) against collapse on varied sets (kaggle_like)
+    "quick-ms": {"preset": "quick", "mode_seeking": 0.3},
+    "quick-ms1": {"preset": "quick", "mode_seeking": 1.0},
+    "quick-b8": {"preset": "quick", "batch_size": 8},  # twice the steps for the same images shown
 }
 HEADLINE = ("c2st_auc", "intensity_w1", "diversity_msssim", "memorization")
 
