@@ -177,6 +177,33 @@ def _cell(metrics: dict[str, Any], name: str) -> tuple[str, str]:
     return f"{m['likely_copies_fraction']:.3f}", f"{m.get('reference_fraction', 0.01):.3f}"
 
 
+def comparison_sheet(store: Any, dataset_id: str, folder: Path, recipes: list[str], height: int = 266) -> Path:
+    """``comparison.png``: the real held-out slices (left) beside each recipe's ``samples.png``, titled, all
+    ``height`` px high (the README's pictures)."""
+    from PIL import Image, ImageDraw
+
+    from models.platform.grids import grid
+
+    heldout, _ = store.load_dataset(dataset_id, split="heldout")
+    panels = [("real (held out)", grid(heldout[:36]))]
+    panels += [
+        (f"{r} recipe", Image.open(folder / r / "samples.png"))
+        for r in recipes
+        if (folder / r / "samples.png").is_file()
+    ]
+    title, gap = 22, 12
+    scaled = [(t, im.convert("L").resize((round(im.width * height / im.height), height))) for t, im in panels]
+    sheet = Image.new("L", (sum(im.width for _, im in scaled) + gap * (len(scaled) - 1), height + title), 255)
+    draw, x = ImageDraw.Draw(sheet), 0
+    for text, im in scaled:
+        sheet.paste(im, (x, title))
+        draw.text((x + 2, 4), text, fill=0)
+        x += im.width + gap
+    path = folder / "comparison.png"
+    sheet.save(path, optimize=True)
+    return path
+
+
 def print_table(dataset: str, info: Any, rows: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -280,6 +307,8 @@ def main() -> int:
             print_table(name, info, rows)
         summary["datasets"][name] = {"info": info.model_dump(include={"images", "classes", "split"}), "rows": rows}
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        sheet = comparison_sheet(store, info.id, out / name, args.recipes.split(","))
+        print(f"[{name}] real held-out slices beside every recipe's samples: {sheet}", file=sys.stderr)
     print(f"grids and reports under {out}/<dataset>/<recipe>/ (samples.png, report.json)")
     return 0
 
