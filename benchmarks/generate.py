@@ -10,7 +10,8 @@ side by side in one run:
    batch split over the streams and run at once, as the API's batcher does;
 3. ``POST /generate?count=64&format=npy`` against a real ``uvicorn`` server with ``DRAWAI_ENGINE=auto`` (it
    calibrates when the model loads), end to end (HTTP, latents, batcher, inference, encoding, transfer);
-4. ``--clients`` (16) threads each sending ``--requests`` ``count=1&format=png`` requests to that server;
+4. ``--clients`` (16) connections (one asyncio loop) each sending ``--requests`` ``count=1&format=png``
+   requests to that server;
 5. ``POST /generate?count=64`` against a second server pinned to ONNX Runtime fp32 with one stream: the path
    every request took before engines and streams existed.
 
@@ -24,7 +25,7 @@ REST count=64 ORT fp32 x1 (>= 3 on a CPU with bf16; reported elsewhere, with the
 from __future__ import annotations
 
 import argparse
-import http.client
+import asyncio
 import io
 import os
 import socket
@@ -32,7 +33,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -140,32 +140,48 @@ def rest_runner(client: httpx.Client, count: int) -> Callable[[], np.ndarray]:
     return run
 
 
-def singles_runner(url: str, clients: int, requests: int, pool: ThreadPoolExecutor) -> Callable[[], None]:
-    """``clients`` keep-alive connections each sending ``requests`` count=1 PNG requests in turn. The standard
-    library's ``http.client``, not httpx: the load generator shares the machine's cores with the server, and with
-    it the same server answered 30 % more count=1 requests per second on two cores (a small model)."""
+def singles_runner(url: str, clients: int, requests: int) -> Callable[[], None]:
+    """``clients`` keep-alive connections each sending ``requests`` count=1 PNG requests in turn, from one asyncio
+    event loop speaking plain HTTP/1.1 over sockets. The load generator shares the machine's cores with the server,
+    so it must cost little: 16 threads of the standard library's ``http.client`` (the GIL passed between them on
+    every request) took CPU the server then lacked, and httpx more (the same server answered 30 % fewer count=1
+    requests per second with httpx than with ``http.client`` on two cores, a small model)."""
     host, port = url.removeprefix("http://").split(":")
 
+    async def one_client(i: int, connected: asyncio.Queue[int], start: asyncio.Event) -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))  # fresh: an idle one times out
+        connected.put_nowait(i)
+        await start.wait()
+        for k in range(requests):
+            target = f"/generate?count=1&seed={1_000_000 + i * requests + k}"
+            writer.write(f"POST {target} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n".encode())
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HTTP_TIMEOUT_S)
+            status, length = _status_and_length(head)
+            body = await reader.readexactly(length)
+            assert status == 200 and body.startswith(b"\x89PNG"), (status, body[:200])
+        writer.close()
+        await writer.wait_closed()
+
+    async def all_clients() -> None:
+        connected: asyncio.Queue[int] = asyncio.Queue()
+        start = asyncio.Event()
+        tasks = [asyncio.create_task(one_client(i, connected, start)) for i in range(clients)]
+        for _ in range(clients):  # every client connects, then all start at once
+            await asyncio.wait_for(connected.get(), HTTP_TIMEOUT_S)
+        start.set()
+        await asyncio.gather(*tasks)
+
     def run() -> None:
-        barrier = threading.Barrier(clients + 1)
-
-        def client_loop(i: int) -> None:
-            conn = http.client.HTTPConnection(host, int(port), timeout=HTTP_TIMEOUT_S)  # fresh: an idle one times out
-            conn.connect()
-            barrier.wait()
-            for k in range(requests):
-                conn.request("POST", f"/generate?count=1&seed={1_000_000 + i * requests + k}")
-                r = conn.getresponse()
-                body = r.read()
-                assert r.status == 200 and body.startswith(b"\x89PNG"), (r.status, body[:200])
-            conn.close()
-
-        futures = [pool.submit(client_loop, i) for i in range(clients)]
-        barrier.wait()
-        for f in futures:
-            f.result()
+        asyncio.run(all_clients())
 
     return run
+
+
+def _status_and_length(head: bytes) -> tuple[int, int]:
+    """The status code and Content-Length of a response head (the API never answers /generate chunked)."""
+    lines = head.decode("latin-1").split("\r\n")
+    length = next(int(v) for k, _, v in (line.partition(":") for line in lines[1:]) if k.lower() == "content-length")
+    return int(lines[0].split(" ", 2)[1]), length
 
 
 def main() -> None:
@@ -205,7 +221,7 @@ def main() -> None:
                     return G(z_torch).numpy()
 
             rest_auto, rest_base = rest_runner(auto_api, args.batch), rest_runner(base_api, args.batch)
-            singles = singles_runner(auto_url, args.clients, args.requests, pool)
+            singles = singles_runner(auto_url, args.clients, args.requests)
             raw = {name: raw_runner(e, z, pool) for name, e in engines.items()}
 
             # Warm-up (first runs allocate), and each path's largest 8-bit difference from ORT fp32 one stream.
