@@ -31,6 +31,7 @@ from typing import Any, BinaryIO, cast
 
 import httpx
 
+from drawai.client._base import api_detail
 from models.platform.settings import Settings, split_keys
 
 # Already-compressed formats: deflating them again costs time and saves nothing.
@@ -130,11 +131,7 @@ def auth_headers(settings: Settings) -> dict[str, str]:
 
 def error_detail(response: httpx.Response) -> str:
     """``HTTP <status>: <detail>`` from a JSON error body (``{"detail": ...}``), else from its text."""
-    try:
-        body = response.json()
-        detail = body.get("detail", body) if isinstance(body, dict) else body
-    except ValueError:
-        detail = response.text.strip()[:500] or response.reason_phrase
+    detail = api_detail(response)
     if not isinstance(detail, str):
         detail = json.dumps(detail)
     return f"HTTP {response.status_code}: {detail}"

@@ -96,14 +96,18 @@ def auth_headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
-def error_of(response: httpx.Response) -> DrawAIError:
-    """The error an answer of status 400 or more is: the API's ``detail``, else the body's text."""
+def api_detail(response: httpx.Response) -> Any:
+    """An error answer's ``detail`` (the API's JSON shape), else the body's JSON, else its text."""
     try:
         body = response.json()
-        detail = body.get("detail", body) if isinstance(body, dict) else body
+        return body.get("detail", body) if isinstance(body, dict) else body
     except ValueError:
-        detail = response.text.strip()[:500] or response.reason_phrase
-    return DrawAIError(response.status_code, detail, response)
+        return response.text.strip()[:500] or response.reason_phrase
+
+
+def error_of(response: httpx.Response) -> DrawAIError:
+    """The error an answer of status 400 or more is: the API's ``detail``, else the body's text."""
+    return DrawAIError(response.status_code, api_detail(response), response)
 
 
 def transport_error(exc: httpx.TransportError, base_url: str) -> DrawAIError:

@@ -94,11 +94,16 @@ def quiz_page(request: Request, settings: SettingsDep) -> HTMLResponse:
     return page(request, "quiz")
 
 
+@lru_cache(maxsize=1)
+def static_files() -> dict[str, Path]:
+    """The console's files by name, listed once (on first use): a request never lists the folder."""
+    return {p.name: p for p in STATIC.iterdir() if p.is_file()}
+
+
 @router.get("/console/static/{name}", include_in_schema=False)
 def static(name: str) -> FileResponse:
     """The console's own CSS and JavaScript (a fixed set of files: nothing outside the folder is reachable)."""
-    files = {p.name: p for p in STATIC.iterdir() if p.is_file()}
-    path = files.get(name)
+    path = static_files().get(name)
     if path is None:
         raise HTTPException(404, f"no such console file: {name}")
     return FileResponse(path, media_type=MEDIA.get(path.suffix, "application/octet-stream"))
