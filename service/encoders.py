@@ -85,6 +85,10 @@ OPENAPI_200 = {  # POST /generate's 200 in the OpenAPI
 }
 
 
+# zlib level 1, not PIL's 6: on 128 px slices (2026-12-03, Xeon) level 6 cost 0.40-0.63 ms per image against
+# 0.34-0.42 ms (and 1.45 against 0.35 ms on an untrained model's flat output) for files about 7 % smaller.
+PNG_COMPRESS_LEVEL = 1
+
 EngineLabel = tuple[str, str]  # (engine, precision) that computed the pixels, e.g. ("openvino", "bf16")
 
 
@@ -109,7 +113,10 @@ def png(image: np.ndarray, version: str, seed: int, cls: str | None = None, engi
     """One ``[H, W]`` uint8 image as a PNG with its provenance (and its class, for a conditional model)."""
     buf = io.BytesIO()
     Image.fromarray(image, mode="L").save(
-        buf, format="PNG", pnginfo=provenance(version, [seed], None if cls is None else [cls], engine)
+        buf,
+        format="PNG",
+        pnginfo=provenance(version, [seed], None if cls is None else [cls], engine),
+        compress_level=PNG_COMPRESS_LEVEL,
     )
     return buf.getvalue()
 
@@ -125,17 +132,19 @@ def encode(images: np.ndarray, seeds: list[int], version: str, fmt: str, classes
            engine: EngineLabel | None = None) -> bytes:  # fmt: skip
     """``images [N, 1, H, W]`` float in ``[-1, 1]`` encoded as ``fmt`` (one of FORMATS); ``classes``: each image's
     class, for a conditional model; ``engine``: the (engine, precision) that computed them."""
+    if fmt == "npy":
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(images, dtype=np.float32), allow_pickle=False)
+        return buf.getvalue()
     pixels = to_uint8(images[:, 0])
     per_image: list[str | None] = list(classes) if classes is not None else [None] * len(seeds)
     if fmt == "png":
         return png(pixels[0], version, seeds[0], per_image[0], engine)
     if fmt == "grid":
         buf = io.BytesIO()
-        grid(pixels).save(buf, format="PNG", pnginfo=provenance(version, seeds, classes, engine))
-        return buf.getvalue()
-    if fmt == "npy":
-        buf = io.BytesIO()
-        np.save(buf, images.astype(np.float32), allow_pickle=False)
+        grid(pixels).save(
+            buf, format="PNG", pnginfo=provenance(version, seeds, classes, engine), compress_level=PNG_COMPRESS_LEVEL
+        )
         return buf.getvalue()
     names = [file_name(version, seed, c) for seed, c in zip(seeds, per_image, strict=True)]
     pngs = [png(p, version, s, c, engine) for p, s, c in zip(pixels, seeds, per_image, strict=True)]
