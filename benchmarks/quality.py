@@ -108,6 +108,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     "quick-ms": {"preset": "quick", "mode_seeking": 0.3},
     "quick-ms1": {"preset": "quick", "mode_seeking": 1.0},
     "quick-b8": {"preset": "quick", "batch_size": 8},  # twice the steps for the same images shown
+    # the quick preset with translation only (no brightness/contrast), and with a looser cap on small sets
+    "quick-t": {"preset": "quick", "augment_policy": "translation"},
+    "quick-e400": {"preset": "quick", "max_epochs": 400},
 }
 HEADLINE = ("c2st_auc", "intensity_w1", "diversity_msssim", "memorization")
 

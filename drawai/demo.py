@@ -131,6 +131,7 @@ def _train(client: Any, ds: dict[str, Any], args: argparse.Namespace) -> dict[st
     job = client.post("/jobs/train", json=spec).raise_for_status().json()
     s = job["spec"]
     length = f"{s['kimg']:g} kimg" if s.get("kimg") else f"{s['epochs']} epochs"
+    length += f" (at most {s['max_epochs']} epochs)" if s.get("kimg") and s.get("max_epochs") else ""
     kind = "conditional " if s.get("conditional") else ""
     print(f"training job {job['id']}: preset {s['preset_used']}, {kind}{s['architecture']} {s['image_size']} px, "
           f"{s['loss']} loss, {length}")  # fmt: skip

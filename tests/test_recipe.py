@@ -85,6 +85,16 @@ def test_kimg_sets_the_length_and_snapshots_fall_in_the_second_half() -> None:
     assert plan.snapshot_steps == {60, 50, 40}
 
 
+def test_max_epochs_shortens_a_kimg_run_on_a_small_set_only() -> None:
+    """quick's kimg on a small set would show each slice so often that G copies it: max_epochs ends it sooner."""
+    small = make_plan(TrainSpec(dataset="ds", **TINY, kimg=0.48, max_epochs=12, snapshots=3), 24)
+    assert small.epochs == 12 and small.total_steps == 36 and max(small.snapshot_steps) == 36
+    large = make_plan(TrainSpec(dataset="ds", **TINY, kimg=0.48, max_epochs=12), 240)  # 30 steps of 8 per epoch
+    assert large.epochs == 2 and large.total_steps == 60  # kimg ends it first
+    given = make_plan(TrainSpec(dataset="ds", **TINY, epochs=30, max_epochs=12), 24)
+    assert given.epochs == 30  # without kimg the length is the epochs given
+
+
 # -- networks and losses --------------------------------------------------------------------------
 def test_discriminator_normalisation_options() -> None:
     def kinds(norm: str) -> tuple[bool, bool]:

@@ -74,14 +74,17 @@ class Plan:
 
 
 def make_plan(spec: TrainSpec, n: int) -> Plan:
-    """Epochs from ``spec.kimg`` (thousands of real images shown) when set, else ``spec.epochs``; the snapshot
-    steps spread evenly over the second half of the run, the last step always among them."""
+    """Epochs from ``spec.kimg`` (thousands of real images shown) when set, at most ``spec.max_epochs``, else
+    ``spec.epochs``; the snapshot steps spread evenly over the second half of the run, the last step always among
+    them."""
     if spec.batch_size > n:
         raise ValueError(f"batch_size {spec.batch_size} is larger than the dataset ({n} images)")
     steps_per_epoch = n // spec.batch_size  # drop the last partial batch (BatchNorm needs > 1 sample)
     epochs = spec.epochs
     if spec.kimg is not None:
         epochs = max(1, round(spec.kimg * 1000 / (steps_per_epoch * spec.batch_size)))
+        if spec.max_epochs is not None:
+            epochs = min(epochs, spec.max_epochs)
     total = steps_per_epoch * epochs
     count = min(spec.snapshots, total)
     snaps = frozenset(total - (total // 2) * k // max(count, 1) for k in range(count)) if count else frozenset()

@@ -47,7 +47,9 @@ from models.report.summary import summarize
 log = logging.getLogger(__name__)
 
 REPORT_FORMAT = 1
-RECIPE_FIELDS = ("preset_used", "loss", "d_norm", "ema", "augment_policy", "ada_target", "r1_gamma", "n_critic", "kimg")
+RECIPE_FIELDS = (
+    "preset_used", "loss", "d_norm", "ema", "augment_policy", "ada_target", "r1_gamma", "n_critic", "kimg", "max_epochs"
+)  # fmt: skip
 COLLAPSE_NOTE = (
     "Mode collapse: the synthetic slices are far more alike than the real slices (diversity check, MS-SSIM). "
     "Do not use them to augment a training set; retrain with more data or another recipe."
