@@ -111,6 +111,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     # the quick preset with translation only (no brightness/contrast), and with a looser cap on small sets
     "quick-t": {"preset": "quick", "augment_policy": "translation"},
     "quick-e400": {"preset": "quick", "max_epochs": 400},
+    "quick-noema": {"preset": "quick", "ema": False},
+    "quick-bce": {"preset": "quick", "loss": "bce"},
+    "quick-lr1": {"preset": "quick", "lr_g": 1e-4, "lr_d": 1e-4},
 }
 HEADLINE = ("c2st_auc", "intensity_w1", "diversity_msssim", "memorization")
 
