@@ -114,6 +114,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "quick-noema": {"preset": "quick", "ema": False},
     "quick-bce": {"preset": "quick", "loss": "bce"},
     "quick-lr1": {"preset": "quick", "lr_g": 1e-4, "lr_d": 1e-4},
+    "quick-w64": {"preset": "quick", "width": 64},  # G: 16 channels at 64 px instead of 8
 }
 HEADLINE = ("c2st_auc", "intensity_w1", "diversity_msssim", "memorization")
 
