@@ -95,6 +95,16 @@ def test_max_epochs_shortens_a_kimg_run_on_a_small_set_only() -> None:
     assert given.epochs == 30  # without kimg the length is the epochs given
 
 
+def test_quick_caps_epochs_unless_the_client_sets_the_length() -> None:
+    assert TrainSpec(dataset="ds").max_epochs == PRESETS["quick"]["max_epochs"]
+    own = TrainSpec(dataset="ds", kimg=50)  # an explicit kimg is the length: the preset's cap is dropped
+    assert own.kimg == 50 and own.max_epochs is None
+    both = TrainSpec(dataset="ds", kimg=50, max_epochs=100)
+    assert both.max_epochs == 100
+    again = TrainSpec.model_validate(own.model_dump(), context={"revalidate": True})  # the worker validates again
+    assert again.kimg == 50 and again.max_epochs is None
+
+
 # -- networks and losses --------------------------------------------------------------------------
 def test_discriminator_normalisation_options() -> None:
     def kinds(norm: str) -> tuple[bool, bool]:

@@ -113,6 +113,8 @@ def _fill_from_preset(data: dict[str, Any], gpu: bool, revalidate: bool) -> dict
     values = dict(PRESETS[used])
     if "epochs" in given and "kimg" not in given:
         values.pop("kimg", None)  # an explicit number of epochs is the length of the run
+    if "kimg" in given and "max_epochs" not in given:
+        values.pop("max_epochs", None)  # so is an explicit kimg: the preset's cap does not shorten it
     loss = given.get("loss", values.get("loss", "bce"))
     values.update(LOSS_DEFAULTS.get(loss, {}) if isinstance(loss, str) else {})
     if given.get("conditional") is True:
