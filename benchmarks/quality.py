@@ -4,9 +4,10 @@ For every dataset (``demo``: the bundled 57 MNI152 axial slices of one skull-str
 ``kaggle_like``: ``data/bench/kaggle_like.zip``, slices of other heads with skull, mixed sizes and
 padding, varied contrast, and a simulated-lesion minority class, see ``data/bench/NOTICE.md``), the
 script ingests it exactly as ``POST /datasets`` does (same grouped held-out split), then trains every
-recipe for the same number of real images shown (``--kimg``; ``report`` keeps its own 10 epochs, as
-the seed report trained), publishes it the way the worker does (ONNX export, parity, snapshot
-selection) and evaluates it against the held-out split. It prints one table per dataset:
+recipe for the same number of real images shown (``--kimg``, and at most ``--max-epochs``: quick's
+budget unless given; ``report`` keeps its own 10 epochs, as the seed report trained), publishes it the
+way the worker does (ONNX export, parity, snapshot selection) and evaluates it against the held-out
+split. It prints one table per dataset:
 
     recipe | minutes | c2st AUC | intensity W1 | MS-SSIM synthetic/real | memorization | snapshot
 
@@ -20,6 +21,7 @@ cutout at p = 1, no EMA, the last snapshot), ``quick`` (the preset), ``quick-fp3
 it (``--recipes`` picks any of them).
 
     python benchmarks/quality.py [--datasets demo,kaggle_like] [--recipes report,old-demo,quick] [--kimg 40]
+        [--max-epochs 250]
 """
 
 from __future__ import annotations
@@ -115,13 +117,17 @@ RECIPES: dict[str, dict[str, Any]] = {
     "quick-bce": {"preset": "quick", "loss": "bce"},
     "quick-lr1": {"preset": "quick", "lr_g": 1e-4, "lr_d": 1e-4},
     "quick-w64": {"preset": "quick", "width": 64},  # G: 16 channels at 64 px instead of 8
+    "quick-noaug": {"preset": "quick", "augment": False},
+    "quick-ada8": {"preset": "quick", "ada_target": 0.8},  # less augmentation than ADA's 0.6
 }
 HEADLINE = ("c2st_auc", "intensity_w1", "diversity_msssim", "memorization")
 
 
-def train_and_evaluate(store: Any, settings: Any, dataset: Any, recipe: str, fields: dict[str, Any], kimg: float,
-                       seed: int, out: Path, threads: int | None = None) -> dict[str, Any]:  # fmt: skip
-    """Train one recipe on one stored dataset, publish it with its report, and return the row of the table."""
+def train_and_evaluate(store: Any, settings: Any, dataset: Any, recipe: str, fields: dict[str, Any],
+                       budget: dict[str, Any], seed: int, out: Path,
+                       threads: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """Train one recipe on one stored dataset, publish it with its report, and return the row of the table.
+    ``budget``: ``kimg`` and ``max_epochs`` (None: no cap), given to every recipe that does not set its own."""
     import torch
 
     from models.gan.publish import publish
@@ -132,7 +138,8 @@ def train_and_evaluate(store: Any, settings: Any, dataset: Any, recipe: str, fie
 
     given = {"dataset": dataset.id, "seed": seed, **fields}
     if "epochs" not in given and fields.get("preset") != "report":
-        given["kimg"] = kimg  # the same budget for every recipe but the report's own 10 epochs
+        # the same budget for every recipe but the report's own 10 epochs (given, so the preset's cap is not used)
+        given = {**budget, **given}
     spec = TrainSpec.model_validate(given)
     images, labels = store.load_dataset(dataset.id, split="train")
     heldout, heldout_labels = store.load_dataset(dataset.id, split="heldout")
@@ -287,6 +294,7 @@ def main() -> int:
     parser.add_argument("--datasets", default="demo,kaggle_like")
     parser.add_argument("--recipes", default="report,old-demo,quick")
     parser.add_argument("--kimg", type=float, default=None, help="images shown per recipe (default: quick's)")
+    parser.add_argument("--max-epochs", type=int, default=None, help="epochs at most (default: quick's; 0: no cap)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="bench-out/quality")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: every core)")
@@ -298,8 +306,10 @@ def main() -> int:
     from models.platform.store import Store
 
     kimg = args.kimg or float(PRESETS["quick"]["kimg"])
+    cap = PRESETS["quick"]["max_epochs"] if args.max_epochs is None else (args.max_epochs or None)
+    budget = {"kimg": kimg, "max_epochs": cap}
     out = Path(args.out).resolve()
-    summary: dict[str, Any] = {"kimg": kimg, "datasets": {}}
+    summary: dict[str, Any] = {**budget, "datasets": {}}
     for name in args.datasets.split(","):
         home = out / name / "home"
         shutil.rmtree(home, ignore_errors=True)
@@ -309,7 +319,7 @@ def main() -> int:
         rows = []
         for recipe in args.recipes.split(","):
             print(f"[{name}] training {recipe} ...", file=sys.stderr, flush=True)
-            rows.append(train_and_evaluate(store, settings, info, recipe, RECIPES[recipe], kimg, args.seed,
+            rows.append(train_and_evaluate(store, settings, info, recipe, RECIPES[recipe], budget, args.seed,
                                            out / name / recipe, args.threads))  # fmt: skip
             print_table(name, info, rows)
         summary["datasets"][name] = {"info": info.model_dump(include={"images", "classes", "split"}), "rows": rows}
