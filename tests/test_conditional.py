@@ -134,3 +134,4 @@ def test_mode_seeking_is_large_for_a_class_that_ignores_its_latent() -> None:
     assert TrainSpec(dataset="d", conditional=True, mode_seeking=0).mode_seeking == 0.0  # unless given
     assert TrainSpec(dataset="d").mode_seeking == 0.3  # quick's own (it trains without DiffAugment)
     assert TrainSpec(dataset="d", preset="report").mode_seeking == 0.0
+    assert TrainSpec(dataset="d", conditional=True).augment and not TrainSpec(dataset="d").augment  # as measured
