@@ -1,13 +1,15 @@
 """A dynamic batcher: concurrent generation requests are gathered into batches, several of which run at once.
 
-Like Triton's dynamic batcher: a request waits at most ``max_wait_s`` for others to join it,
-and a batch holds at most ``max_batch / streams`` latent rows (so ``max_batch`` rows keep every
-stream busy; a larger request is split). Requests for different model versions are never mixed.
+Like Triton's dynamic batcher: a request waits at most ``max_wait_s`` from its arrival for others to
+join it (its max queue delay: time spent waiting for a busy stream counts), and a batch holds at most
+``max_batch / streams`` latent rows (so ``max_batch`` rows keep every stream busy; a larger request
+is split). Requests for different model versions are never mixed.
 Up to ``model.streams`` batches of a model run at once (the engine's parallel inference streams,
 chosen by calibration or ``DRAWAI_INFER_STREAMS``), each on a thread of the batcher's own
 inference pool; while every stream is busy the next batch keeps gathering, so it grows with the
 load. PNG/zip encoding runs on a separate pool (``encode``), so it never queues
-behind inference, nor inference behind it.
+behind inference, nor inference behind it (the route encodes a single image on the event loop:
+about 0.1 ms, less than the thread hop).
 
 Backpressure: ``admit(rows)`` reserves a request's rows before any work is done for it. The rows
 stay counted (``inflight_rows``) until the reservation is released (the route releases it once the
@@ -103,6 +105,7 @@ class _Pending:
     z: np.ndarray
     future: asyncio.Future[np.ndarray] = field(repr=False)
     labels: np.ndarray | None = None  # int64 class indices, for a conditional model
+    queued_at: float = 0.0  # the batcher's clock when it joined the queue: max_wait_s counts from here
 
 
 class DynamicBatcher:
@@ -112,8 +115,10 @@ class DynamicBatcher:
         max_wait_s: float = 0.005,
         observer: BatchObserver | None = None,
         max_queued_rows: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_batch = max_batch
+        self.clock = clock
         self.max_wait_s = max_wait_s
         self.observer = observer
         self.max_queued_rows = max_queued_rows  # None: no bound
@@ -202,21 +207,26 @@ class DynamicBatcher:
         for start in range(0, len(z), rows):  # a request larger than a batch is split (over the streams)
             fut: asyncio.Future[np.ndarray] = loop.create_future()
             part = slice(start, start + rows)
-            await self._queue.put(_Pending(model, z[part], fut, None if labels is None else labels[part]))
+            pending = _Pending(model, z[part], fut, None if labels is None else labels[part], self.clock())
+            await self._queue.put(pending)
             parts.append(fut)
         return np.concatenate(await asyncio.gather(*parts))
 
     async def _gather(self, first: _Pending) -> tuple[list[_Pending], _Pending | None]:
-        """``first`` and what joins it within ``max_wait_s``; the request that could not join (another model,
-        or past ``max_batch``) comes back to start the next batch."""
+        """``first`` and what joins it until ``max_wait_s`` after ``first`` was queued; the request that could not
+        join (another model, or past ``max_batch``) comes back to start the next batch.
+
+        The wait counts from the first request's arrival, as Triton's max queue delay does: a request that already
+        waited for a busy stream goes at once with whatever queued meanwhile, rather than leave the freed stream
+        idle for another ``max_wait_s`` (16 clients x count=1: 10-20 % of the engine's time)."""
         assert self._queue is not None
         batch, rows, limit = [first], len(first.z), self.batch_rows(first.model)
-        deadline = time.monotonic() + self.max_wait_s
+        deadline = first.queued_at + self.max_wait_s
         while rows < limit:
             try:
                 nxt = self._queue.get_nowait()
             except asyncio.QueueEmpty:
-                remaining = deadline - time.monotonic()
+                remaining = deadline - self.clock()
                 if remaining <= 0:
                     break
                 try:

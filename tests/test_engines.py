@@ -223,3 +223,39 @@ def test_what_gathered_is_shared_by_the_idle_streams() -> None:
         assert len(_spread(batch, 8)) <= len(batch)
     finally:
         loop.close()
+
+
+def test_a_request_that_waited_for_a_busy_stream_goes_when_it_frees(model_version: str, store: Store) -> None:
+    """The batch wait counts from a request's arrival (Triton's max queue delay): a request that already waited
+    longer than ``max_wait_s`` behind a running batch goes as soon as the stream frees, not ``max_wait_s`` later.
+
+    The batcher's clock is the test's: it passes 100 s while the first batch is held; ``max_wait_s`` is 60 s, so
+    a second wait would outlast the test's 20 s bound by far."""
+    import threading
+
+    from service.batching import MAX_STREAMS, DynamicBatcher
+
+    model = load_model(store, model_version, Preferences(engine="onnxruntime", precision="fp32", streams=1))
+    gate, now = threading.Event(), [0.0]
+
+    async def scenario() -> np.ndarray:
+        batcher = DynamicBatcher(max_batch=2, max_wait_s=60.0, clock=lambda: now[0])
+        await batcher.start()
+        try:
+            for _ in range(MAX_STREAMS):  # every inference thread busy until the gate opens
+                batcher.executor.submit(gate.wait)
+            z = np.random.default_rng(0).standard_normal((3, model.latent_dim)).astype(np.float32)
+            first = asyncio.create_task(batcher.infer(model, z[:2]))  # fills a batch: goes at once, held
+            await _until(lambda: batcher.running_batches == 1)
+            second = asyncio.create_task(batcher.infer(model, z[2:]))  # one row of two: may wait for another
+            await asyncio.sleep(0.05)  # queued behind the held batch
+            now[0] = 100.0  # it has waited past max_wait_s
+            gate.set()
+            assert np.array_equal(await asyncio.wait_for(first, 20), model.run(z[:2]))
+            return await asyncio.wait_for(second, 20)
+        finally:
+            gate.set()
+            await batcher.stop()
+
+    np.testing.assert_array_equal(asyncio.run(scenario()), model.run(np.random.default_rng(0).standard_normal(
+        (3, model.latent_dim)).astype(np.float32)[2:]))  # fmt: skip

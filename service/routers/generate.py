@@ -20,6 +20,9 @@ router = APIRouter(tags=["generate"])
 
 MAX_SEED = 2**31 - 1
 INLINE_LATENTS = 16  # up to this many latents are drawn on the event loop (about 10 µs each)
+# One image is encoded on the event loop (a 128 px PNG about 0.1 ms): through the encoding pool, the thread hops
+# cost the API 1.1 ms of CPU per count=1 request on two cores (benchmarks/generate.py, 16 clients x count=1).
+INLINE_ENCODE = 1
 NO_MODEL = "no model is active: train one with POST /jobs/train, or activate one with POST /models/{version}/activate"
 
 
@@ -96,7 +99,10 @@ async def generate(
         images = await batcher.infer(loaded, z, None if plan is None else plan.indices)
         names = None if plan is None else plan.names
         engine = (loaded.serving.engine, loaded.serving.precision)
-        body = await batcher.encode(encoders.encode, images, seeds, loaded.version, fmt, names, engine)
+        if count <= INLINE_ENCODE:
+            body = encoders.encode(images, seeds, loaded.version, fmt, names, engine)
+        else:
+            body = await batcher.encode(encoders.encode, images, seeds, loaded.version, fmt, names, engine)
     metrics.count_images(loaded.version, count)
     headers = {
         "X-DrawAI-Model-Version": loaded.version,
