@@ -155,7 +155,8 @@ def train_and_evaluate(store: Any, settings: Any, dataset: Any, recipe: str, fie
     labelled = len(dataset.classes) > 1
     real = RealImages(heldout=heldout, heldout_source="held-out split", train=images, train_source="training split",
                       heldout_labels=heldout_labels if labelled else None,
-                      train_labels=labels if labelled else None)  # fmt: skip
+                      train_labels=labels if labelled else None,
+                      heldout_slabs=bool(dataset.split and dataset.split.dropped))  # fmt: skip
     config = EvalConfig(synthetic_count=500, metrics=HEADLINE)
 
     def evaluate_staged(staged: Path) -> dict[str, Any]:

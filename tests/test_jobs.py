@@ -22,6 +22,7 @@ from models.gan.export import ort_session, sha256_file
 from models.gan.training import CHECKPOINT
 from models.platform.settings import Settings
 from models.platform.store import Store
+from models.quality.evaluation import SLAB_NOTE
 from tests.conftest import blobs, put_dataset, spawn_worker, wait_for
 
 TINY = {"architecture": "dcgan", "image_size": 32, "width": 8, "latent_dim": 16, "batch_size": 8, "seed": 1}
@@ -177,6 +178,7 @@ def test_upload_train_publish(
     assert report["metrics"]["fid"]["computed"] is False and "DRAWAI_FID_WEIGHTS" in report["metrics"]["fid"]["reason"]
     assert [e["epoch"] for e in report["epochs"]] == [1, 2]
     assert manifest.quality is not None and manifest.quality["summary"] == report["summary"]
+    assert ds["split"]["dropped"] > 0 and SLAB_NOTE in report["notes"]  # one volume: held out in slabs, said so
     assert client.get("/models").json()["data"][0]["report"] is True
     page = client.get(f"/models/{version}/report.html")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")

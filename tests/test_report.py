@@ -20,7 +20,7 @@ from torch import nn
 
 from models.platform.settings import Settings
 from models.platform.store import Store
-from models.quality.evaluation import EvalConfig, EvaluationAborted, RealImages, evaluate
+from models.quality.evaluation import SLAB_NOTE, EvalConfig, EvaluationAborted, RealImages, evaluate
 from models.quality.metrics import EvalInputs, compute
 from models.report.page import render
 from tests.conftest import DEMO_SLICES, blobs, publish_tiny_model, put_dataset, worker_env
@@ -310,11 +310,13 @@ def test_generators_that_copy_or_collapse_are_caught_end_to_end(demo: np.ndarray
     assert "Synthetic slices nearest to a training slice" in embedded_images(render(copier, tmp_path / "copier-report"))
 
     assert copier["collapsed"] is False
+    assert not any("slabs" in n for n in copier["notes"])  # volumes held out whole: a copying test
 
     candidate = {"step": 40, "score": 0.9, "c2st_auc": 0.95, "diversity_ratio": 2.1, "collapsed": True}
     snapshot = {**candidate, "reason": "the lowest score", "candidates": [candidate]}
     one = fake_generator(tmp_path / "one", train64[10:11], snapshot=snapshot)
-    collapsed = evaluate(one, tmp_path / "one-report", real, config)
+    slabs = RealImages(held, "held-out split", train, "training split", heldout_slabs=True)  # one volume's slabs
+    collapsed = evaluate(one, tmp_path / "one-report", slabs, config)
     diversity = collapsed["metrics"]["diversity_msssim"]
     assert diversity["synthetic"] > 0.99 and diversity["synthetic"] > diversity["real"] + 0.3
     assert "mode collapse" in collapsed["summary"]["diversity_msssim"]["reading"]
@@ -322,4 +324,5 @@ def test_generators_that_copy_or_collapse_are_caught_end_to_end(demo: np.ndarray
     assert collapsed["model"]["snapshot"]["step"] == 40  # which snapshot was published, and why
     page = render(collapsed, tmp_path / "one-report")
     assert "Mode collapse: the synthetic slices are far more alike" in page
+    assert SLAB_NOTE in collapsed["notes"] and "never trained on as likely copies" in page
     assert "Published snapshot" in page and "Step 40 of 1: the lowest score" in page

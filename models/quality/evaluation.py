@@ -59,6 +59,13 @@ CLASS_COLLAPSE_NOTE = (
     "(per-class diversity check). Do not use that class's slices for augmentation."
 )
 SMALL_REAL_SET = 50  # below this many real images, the report warns that the tests have little power
+SLAB_NOTE = (
+    "The held-out slices are slabs of volumes that training also saw, kept a few slices away from the training "
+    "slices (one volume cannot be held out whole). Slices of those volumes between two training slices lie closer "
+    "than that, so the memorization test counts even real slices never trained on as likely copies (on the bundled "
+    "demo, 33 of 33: scripts/one_volume_memorization.py). Here memorization says how close the synthetic slices "
+    "come to the training slices, not whether they copy them; with volumes held out whole it is a copying test."
+)
 
 ProgressFn = Callable[[str, int, int], None]  # (what is being done, steps done, steps in all)
 AbortFn = Callable[[], bool]
@@ -96,6 +103,7 @@ class RealImages:
     label: str = "held-out"  # how plots name the real side
     heldout_labels: np.ndarray | None = None  # class indices (the dataset's sorted class names); None: unlabelled
     train_labels: np.ndarray | None = None
+    heldout_slabs: bool = False  # held-out slices are slabs of volumes training saw (the split dropped a gap)
 
 
 def at_model_size(images: np.ndarray | None, size: int) -> np.ndarray | None:
@@ -218,8 +226,8 @@ def write_plots(
     return {name: f"{REPORT_PLOTS}/{name}.png" for name in names}
 
 
-def notes_for(real_count: int, why_not: str | None) -> list[str]:
-    notes = []
+def notes_for(real_count: int, why_not: str | None, heldout_slabs: bool = False) -> list[str]:
+    notes = [SLAB_NOTE] if heldout_slabs and not why_not else []
     if 2 <= real_count < SMALL_REAL_SET:
         notes.append(
             f"Only {real_count} real images to compare with: the classifier test, FID and KID have little "
@@ -349,6 +357,7 @@ def evaluate(
     # -- Phase 4: the report --------------------------------------------------------------------
     seconds["total"] = round(time.perf_counter() - started, 3)
     collapsed_now = collapse_flag(metrics)
+    heldout_count = 0 if images.heldout is None else len(images.heldout)
     report: dict[str, Any] = {
         "format": REPORT_FORMAT,
         "created": datetime.now(UTC).isoformat(),
@@ -362,7 +371,7 @@ def evaluate(
         "plots": plots,
         "collapsed": collapsed_now,
         **sections,  # "classes" (per-class metrics), "collapsed_classes", "utility"
-        "notes": notes_for(0 if images.heldout is None else len(images.heldout), why_not)
+        "notes": notes_for(heldout_count, why_not, real.heldout_slabs and real.train is not None)
         + ([COLLAPSE_NOTE] if collapsed_now else [])
         + [CLASS_COLLAPSE_NOTE.format(classes=", ".join(sections["collapsed_classes"]))]
         * bool(sections["collapsed_classes"]),
