@@ -22,11 +22,13 @@ from models.platform.schemas import ModelManifest
 from models.platform.store import Store, sha256_file
 from service.engines import Engine
 from service.engines.calibration import Preferences, Serving, calibrate
+from service.engines.shared import shared_calibration
 
 __all__ = ["CPU", "CUDA", "LoadedModel", "ModelHolder", "ModelLoadError", "Preferences", "choose_providers",
            "load_model"]  # fmt: skip
 
 log = logging.getLogger(__name__)
+SERVING_DIR = "serving"  # under DRAWAI_HOME: the calibrations the API processes share (service.engines.shared)
 
 
 class ModelLoadError(Exception):
@@ -85,7 +87,10 @@ def load_model(store: Store, version: str, prefs: Preferences) -> LoadedModel:
     if digest != manifest.onnx_sha256:
         raise ModelLoadError(f"model {version}: generator.onnx sha256 {digest[:12]} does not match its manifest")
     try:
-        engine, serving = calibrate(path, manifest.latent_dim, len(manifest.labels or []), prefs)
+        engine, serving = shared_calibration(
+            store.home / SERVING_DIR, version, path, digest, prefs,
+            lambda: calibrate(path, manifest.latent_dim, len(manifest.labels or []), prefs),
+        )  # fmt: skip
         probe = engine.run(model_feeds(manifest, np.zeros((1, manifest.latent_dim), np.float32)))
     except Exception as exc:  # ORT raises its own exception types for corrupt graphs
         raise ModelLoadError(f"model {version}: ONNX Runtime cannot load generator.onnx: {exc}") from None

@@ -259,3 +259,65 @@ def test_a_request_that_waited_for_a_busy_stream_goes_when_it_frees(model_versio
 
     np.testing.assert_array_equal(asyncio.run(scenario()), model.run(np.random.default_rng(0).standard_normal(
         (3, model.latent_dim)).astype(np.float32)[2:]))  # fmt: skip
+
+
+def test_api_processes_share_one_calibration_per_version(model_version: str, store: Store) -> None:
+    """The first load of a version calibrates and records its choice in DRAWAI_HOME/serving/; a later load with
+    the same settings opens that choice (its trials kept) instead of timing candidates again, so every API process
+    serves the same engine and precision, hence the same bytes. Other settings calibrate for themselves; an
+    unreadable record is calibrated over."""
+    from service.engines.shared import SHARED
+
+    first = load_model(store, model_version, Preferences())
+    assert SHARED not in first.serving.reason
+    [record] = (store.home / "serving").glob(f"{model_version}-*.json")
+    again = load_model(store, model_version, Preferences())
+    assert (again.serving.engine, again.serving.precision, again.serving.streams) == (
+        first.serving.engine, first.serving.precision, first.serving.streams,
+    )  # fmt: skip
+    assert SHARED in again.serving.reason and record.name in again.serving.reason
+    assert again.serving.trials == first.serving.trials and again.provider == first.provider
+    z = np.random.default_rng(1).standard_normal((3, again.latent_dim)).astype(np.float32)
+    assert np.array_equal(again.run(z), first.run(z))
+
+    pinned = load_model(store, model_version, Preferences(engine="onnxruntime", precision="fp32", streams=1))
+    assert SHARED not in pinned.serving.reason and len(list((store.home / "serving").glob("*.json"))) == 2
+
+    record.write_text("{not json")
+    mended = load_model(store, model_version, Preferences())
+    assert SHARED not in mended.serving.reason and record.read_text().startswith("{")
+
+
+LOAD_AND_PRINT = """
+import sys
+from models.platform.store import Store
+from service.engines.calibration import Preferences
+from service.inference import load_model
+model = load_model(Store(sys.argv[1]), sys.argv[2], Preferences(cores=1))
+print(model.serving.model_dump_json())
+"""
+
+
+def test_processes_loading_a_version_at_once_agree_on_its_setting(model_version: str, store: Store) -> None:
+    """Two API processes starting together: one calibrates under the lock, the other waits and opens its choice."""
+    import json
+    import subprocess
+    import sys
+
+    from service.engines.shared import SHARED
+
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", LOAD_AND_PRINT, str(store.home), model_version],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    servings = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        servings.append(json.loads(out.decode().strip().splitlines()[-1]))
+    assert len({(s["engine"], s["precision"], s["streams"]) for s in servings}) == 1
+    assert sorted(SHARED in s["reason"] for s in servings) == [False, True]  # one calibrated, one reused

@@ -10,6 +10,7 @@ Layout::
     models/ACTIVE                    the active version's name
     tmp/                             staging area; everything is written here, then renamed
     redis/                           the embedded Redis, when one is used
+    serving/<version>-<digest>.json  the API processes' shared calibration of a version (service.engines.shared)
 
 Every write is atomic: files are written under ``tmp/`` (same file system) and renamed into
 place, so a reader sees a whole file or none. Torch-free.
