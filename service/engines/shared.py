@@ -6,9 +6,10 @@ and noisy on a busy machine), and then the same seed gives different bytes depen
 byte-identical answers are promised for the same engine and precision only. So the first process to load a version
 calibrates under a file lock and records its choice in ``DRAWAI_HOME/serving/``; the others, and later starts on
 the same machine, open the recorded setting without timing anything. The record's name carries a digest of all the
-choice depends on: the ONNX file, the CPU (model name and flags), the cores per process, the ONNX Runtime providers
-and ``DRAWAI_ENGINE`` / ``DRAWAI_PRECISION`` / ``DRAWAI_INFER_STREAMS``, so another machine sharing the store, or
-other settings, calibrate for themselves. Delete the folder to calibrate again.
+choice depends on: the ONNX file, the engines' versions, the CPU (model name and flags), the cores per process, the
+ONNX Runtime providers and ``DRAWAI_ENGINE`` / ``DRAWAI_PRECISION`` / ``DRAWAI_INFER_STREAMS``, so another machine
+sharing the store, an upgraded engine, or other settings, calibrate for themselves. Delete the folder to calibrate
+again.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import logging
 import platform
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 
 from models.platform.store import atomic_write_json
@@ -28,6 +30,7 @@ from service.engines.calibration import Preferences, Serving
 log = logging.getLogger(__name__)
 CPUINFO = Path("/proc/cpuinfo")
 SHARED = "recorded by the first API process to load it; shared by all"
+ENGINE_PACKAGES = ("onnxruntime", "onnxruntime-gpu", "openvino")
 
 
 def cpu_identity() -> str:
@@ -41,10 +44,22 @@ def cpu_identity() -> str:
     return f"{platform.machine()} {fields.get('model name', platform.processor())} {flags}"
 
 
+def engine_versions() -> dict[str, str]:
+    """The installed engines' versions: an upgrade may change what a setting computes, so it calibrates anew."""
+    versions = {}
+    for package in ENGINE_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
 def record_key(onnx_sha256: str, prefs: Preferences) -> str:
     """A digest of everything a calibration's choice depends on."""
     parts = {
         "onnx": onnx_sha256,
+        "engines": engine_versions(),
         "cpu": cpu_identity(),
         "cores": prefs.machine_cores(),
         "providers": list(prefs.providers),
