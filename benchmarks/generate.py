@@ -50,6 +50,7 @@ import openvino as ov
 import torch
 from bench_model import SPECS, publish_bench_model
 
+from models.platform.cpu import cpu_info
 from models.platform.grids import to_uint8
 from models.platform.redisconn import stop_embedded
 from models.platform.sampling import latents
@@ -69,15 +70,7 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_f
 
 def cpu_description() -> str:
     """The CPU's model name and the flags that decide the engines' precisions (read here, never assumed)."""
-    name, flags = "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and name == "unknown":
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+    name, flags = cpu_info()
     present = [f for f in CPU_FLAGS if f in flags]
     caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     return f"{name}; flags: {' '.join(present) or 'none of ' + ' '.join(CPU_FLAGS)}; OpenVINO CPU: {' '.join(caps)}"

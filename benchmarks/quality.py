@@ -156,7 +156,7 @@ def train_and_evaluate(store: Any, settings: Any, dataset: Any, recipe: str, fie
     real = RealImages(heldout=heldout, heldout_source="held-out split", train=images, train_source="training split",
                       heldout_labels=heldout_labels if labelled else None,
                       train_labels=labels if labelled else None,
-                      heldout_slabs=bool(dataset.split and dataset.split.dropped))  # fmt: skip
+                      heldout_slabs=dataset.heldout_in_slabs)  # fmt: skip
     config = EvalConfig(synthetic_count=500, metrics=HEADLINE)
 
     def evaluate_staged(staged: Path) -> dict[str, Any]:

@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from models.gan.networks import build
-from models.gan.precision import BF16_CPU_FLAGS, choose_precision, cpu_flags, cpu_has_bf16
+from models.gan.precision import BF16_CPU_FLAGS, choose_precision, cpu_has_bf16
 from models.gan.training import prepare_images, select_device, train
+from models.platform.cpu import cpu_flags
 from models.platform.schemas import TrainSpec
 
 # The plain loop's recipe (BCE, BatchNorm D, no EMA, no augmentation), pinned over the presets' defaults.

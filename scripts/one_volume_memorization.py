@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO = REPO_ROOT / "data" / "demo" / "mni152_axial"
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
 
     stored = sorted(int(p.stem.split("_")[1]) for p in DEMO.glob("slice_*.png"))
     for k in stored[:3]:  # the same pixels as the bundled files
-        assert np.array_equal(np.asarray(demo.render(volume01[:, :, k], 128)), np.asarray(_png(DEMO, k)))
+        bundled = np.asarray(Image.open(DEMO / f"slice_{k:03d}.png"))
+        assert np.array_equal(np.asarray(demo.render(volume01[:, :, k], 128)), bundled)
     stored_at_size = at_model_size(np.stack([as_uploaded(k) for k in stored]), args.size)
     assert stored_at_size is not None
     trained = dict(zip(stored, nearest(stored_at_size, train)[0] == 0.0, strict=True))
@@ -91,12 +93,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"read as likely copies: {copies} of {len(unseen_d)} = {copies / len(unseen_d):.3f} "
           f"(reference {reference:.3f}, 'as expected' up to {upper:.3f})")  # fmt: skip
     return 0
-
-
-def _png(folder: Path, k: int) -> object:
-    from PIL import Image
-
-    return Image.open(folder / f"slice_{k:03d}.png")
 
 
 if __name__ == "__main__":

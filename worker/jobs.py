@@ -132,7 +132,7 @@ def evaluate_staged(ctx: TrainingContext, staged: Path) -> dict[str, Any]:
         train_source=f"training split of dataset {dataset.id}",
         heldout_labels=heldout_labels if labelled else None,
         train_labels=ctx.labels if labelled else None,
-        heldout_slabs=bool(dataset.split and dataset.split.dropped),
+        heldout_slabs=dataset.heldout_in_slabs,
     )
     config = EvalConfig(
         synthetic_count=ctx.settings.eval_synthetic_count,

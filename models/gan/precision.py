@@ -11,28 +11,16 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import torch
+
+from models.platform.cpu import cpu_flags
 
 log = logging.getLogger(__name__)
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # a native bf16 dot product
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags (Linux); empty where they cannot be read."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
 
 
 def cpu_has_bf16() -> bool:

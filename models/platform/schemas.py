@@ -335,6 +335,11 @@ class DatasetInfo(BaseModel):
         """How many images training sees: the train split (all images for datasets without a split)."""
         return self.split.train if self.split is not None else self.images
 
+    @property
+    def heldout_in_slabs(self) -> bool:
+        """Whether held-out slices are slabs of volumes training also saw (the split dropped slices beside them)."""
+        return bool(self.split is not None and self.split.dropped)
+
 
 def class_train_counts(dataset: DatasetInfo) -> dict[str, int]:
     """Training images per class (every image when the dataset was stored before held-out splits existed)."""

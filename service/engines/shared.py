@@ -23,25 +23,14 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
+from models.platform.cpu import cpu_info
 from models.platform.store import atomic_write_json
 from service.engines import Engine, Setting, open_engine
 from service.engines.calibration import Preferences, Serving
 
 log = logging.getLogger(__name__)
-CPUINFO = Path("/proc/cpuinfo")
 SHARED = "recorded by the first API process to load it; shared by all"
 ENGINE_PACKAGES = ("onnxruntime", "onnxruntime-gpu", "openvino")
-
-
-def cpu_identity() -> str:
-    """The CPU's model name and feature flags (Linux), or what ``platform`` knows elsewhere."""
-    try:
-        fields = dict(line.split(":", 1) for line in CPUINFO.read_text().splitlines() if ":" in line)
-    except OSError:
-        fields = {}
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    flags = " ".join(sorted(fields.get("flags", "").split()))
-    return f"{platform.machine()} {fields.get('model name', platform.processor())} {flags}"
 
 
 def engine_versions() -> dict[str, str]:
@@ -57,10 +46,11 @@ def engine_versions() -> dict[str, str]:
 
 def record_key(onnx_sha256: str, prefs: Preferences) -> str:
     """A digest of everything a calibration's choice depends on."""
+    name, flags = cpu_info()
     parts = {
         "onnx": onnx_sha256,
         "engines": engine_versions(),
-        "cpu": cpu_identity(),
+        "cpu": [platform.machine(), name, sorted(flags)],
         "cores": prefs.machine_cores(),
         "providers": list(prefs.providers),
         "asked": [prefs.engine, prefs.precision, prefs.streams],
